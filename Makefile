@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` (main job) and `make test` (the suite).
+# Both create .venv and install what they need on a fresh Debian machine with Python 3.11+.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest setup system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP) system-deps
+
+# Real services for the tests: mosquitto from Debian's packages when it is missing.
+system-deps:
+	@bash .ci/system-deps
+
+# The main job: a whole station on the simulator (no broker, no hardware needed).
+# Options: make demo DEMO_ARGS="--hubs 48 --faults harsh"
+demo: $(STAMP)
+	$(BIN)/jigd demo $(DEMO_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

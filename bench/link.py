@@ -1,0 +1,277 @@
+"""Link benchmark: flash one simulated hub with jigd's `smp` driver and with `smpclient`.
+
+Run: .venv/bin/python -m bench.link            (512 KiB image; about five minutes)
+     .venv/bin/python -m bench.link --quick    (64 KiB image; a fast check)
+
+For each baud rate (115200, 921600) and framing (raw, console) a fresh simulated hub (default
+`sim.timing.Timing` except the baud rate, unlocked) is served in this process on a real pty and
+flashed the way the station does it: upload, mark test, reset, await boot, confirm. The times are
+compared with `sim.timing.physical_bound`, and with `smpclient` doing the same on an identical
+hub (same framing, baud rate and buf_size; smpclient's serial transports send one request at a
+time and wait for its answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from smpclient import SMPClient
+from smpclient.generics import success
+from smpclient.requests.image_management import ImageStatesWrite
+from smpclient.requests.os_management import ResetWrite
+from smpclient.transport.serial import BufferSize, SMPSerialRawTransport, SMPSerialTransport
+
+from drivers.hub_link import LinkOptions, await_boot
+from drivers.smp_driver import open_smp_link
+from jigd.model import FirmwareVersion
+from sim.harness import HubHandle, HubSpec, running_hub
+from sim.hub import HubState
+from sim.images import make_manufacturer_keys, make_signed_image
+from sim.timing import Bound, Timing, physical_bound
+
+BAUDS: Final = (115_200, 921_600)
+FRAMINGS: Final = ("raw", "console")
+IMAGE_SIZE: Final = 512 * 1024
+QUICK_IMAGE_SIZE: Final = 64 * 1024
+NEW_VERSION: Final = FirmwareVersion.parse("04000007")
+SEED: Final = 1
+EFFICIENCY_TARGET: Final = 0.90  # raw framing, full flash
+SPEEDUP_TARGET: Final = 1.3  # jigd vs smpclient, identical settings, upload
+BOOT_TIMEOUT_S: Final = 30.0
+CLIENT_TIMEOUT_S: Final = 10.0
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What a slot config gives the driver."""
+
+    port: str
+    framing: str
+    baudrate: int
+    slot: int = 1
+    transport: str = "serial"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One flash: upload time, full flash time, and what went over the wire to the hub."""
+
+    client: str
+    framing: str
+    baud: int
+    upload_s: float
+    flash_s: float
+    wire_bytes: int  # bytes the hub received during the upload
+
+
+def _check_flashed(handle: HubHandle, sha: bytes, who: str) -> None:
+    truth = handle.hub.truth()
+    if truth["active_sha256"] != sha.hex() or truth["confirmed"] is not True:
+        raise RuntimeError(f"{who}: the hub does not run the new image confirmed: {truth}")
+
+
+async def _jigd(directory: Path, timing: Timing, framing: str, image: bytes) -> Run:
+    sha = hashlib.sha256(image).digest()
+    spec = HubSpec(locked=False)
+    async with running_hub(directory, spec=spec, timing=timing, framing=framing, seed=SEED) as hub:
+        link = await open_smp_link(
+            Slot(hub.path, framing, timing.baud), name="bench", options=LinkOptions()
+        )
+        try:
+            received = hub.hub.bytes_received
+            started = time.perf_counter()
+            result = await link.upload(image)
+            uploaded = time.perf_counter()
+            wire = hub.hub.bytes_received - received
+            await link.mark_test(sha)
+            await link.reset()
+            await await_boot(link, timeout_s=BOOT_TIMEOUT_S)
+            await link.confirm()
+            done = time.perf_counter()
+        finally:
+            await link.close()
+        if result.match is not True or result.resumed_from:
+            raise RuntimeError(f"jigd: unexpected upload result {result}")
+        _check_flashed(hub, sha, "jigd")
+    return Run("jigd", framing, timing.baud, uploaded - started, done - started, wire)
+
+
+def _smpclient_transport(
+    timing: Timing, framing: str
+) -> SMPSerialTransport | SMPSerialRawTransport:
+    """smpclient's transport for `framing`, sending request frames as large as jigd's.
+
+    Console: `BufferSize(buf_size)` makes its largest SMP message `buf_size - 4` bytes, the
+    Zephyr limit that jigd keeps too and the simulated hub enforces (length and CRC16 share the
+    hub's buffer). Raw: the message limit is the hub's buf_size.
+    """
+    if framing == "console":
+        return SMPSerialTransport(BufferSize(buf_size=timing.buf_size), baudrate=timing.baud)
+    return SMPSerialRawTransport(mtu=timing.buf_size, baudrate=timing.baud)
+
+
+async def _smpclient(directory: Path, timing: Timing, framing: str, image: bytes) -> Run:
+    sha = hashlib.sha256(image).digest()
+    spec = HubSpec(locked=False)  # smpclient does not speak the jig group's unlock
+    async with running_hub(directory, spec=spec, timing=timing, framing=framing, seed=SEED) as hub:
+        transport = _smpclient_transport(timing, framing)
+        client = SMPClient(transport, hub.path, timeout_s=CLIENT_TIMEOUT_S)
+        await client.connect()
+        try:
+            largest = timing.buf_size - (4 if framing == "console" else 0)  # as jigd sends
+            if transport.max_unencoded_size != largest:
+                raise RuntimeError(
+                    f"smpclient would send {transport.max_unencoded_size}-byte messages, "
+                    f"not {largest} as jigd does"
+                )
+            received = hub.hub.bytes_received
+            started = time.perf_counter()
+            async for _offset in client.upload(image, first_timeout_s=CLIENT_TIMEOUT_S):
+                pass
+            uploaded = time.perf_counter()
+            wire = hub.hub.bytes_received - received
+            if not success(await client.request(ImageStatesWrite(hash=sha, confirm=False))):
+                raise RuntimeError("smpclient: image state write (test) failed")
+            boots = hub.hub.boots
+            if not success(await client.request(ResetWrite())):
+                raise RuntimeError("smpclient: reset failed")
+            # smpclient has no wait for a boot: wait on the simulator itself, which sees the
+            # boot at once (no polling delay, in smpclient's favour).
+            await hub.hub.wait_until(
+                lambda: hub.hub.boots > boots and hub.hub.state is HubState.RUNNING,
+                timeout_s=BOOT_TIMEOUT_S,
+            )
+            if not success(await client.request(ImageStatesWrite(confirm=True))):
+                raise RuntimeError("smpclient: image state write (confirm) failed")
+            done = time.perf_counter()
+        finally:
+            await client.disconnect()
+        _check_flashed(hub, sha, "smpclient")
+    return Run("smpclient", framing, timing.baud, uploaded - started, done - started, wire)
+
+
+def _upload_bound_s(bound: Bound) -> float:
+    return max(bound.wire_s, bound.flash_s)
+
+
+def _print_runs(image_size: int, runs: list[Run], bounds: dict[tuple[int, str], Bound]) -> None:
+    print(
+        f"{'baud':>7} {'framing':<8} {'client':<10} {'upload s':>9} {'flash s':>8} "
+        f"{'bound s':>8} {'eff':>5} {'upload bound s':>15} {'eff':>5} {'framed wire s':>14} "
+        f"{'wire/image':>10}"
+    )
+    for run in runs:
+        bound = bounds[(run.baud, run.framing)]
+        print(
+            f"{run.baud:>7} {run.framing:<8} {run.client:<10} {run.upload_s:>9.2f} "
+            f"{run.flash_s:>8.2f} {bound.total_s:>8.2f} {bound.total_s / run.flash_s:>5.2f} "
+            f"{_upload_bound_s(bound):>15.2f} {_upload_bound_s(bound) / run.upload_s:>5.2f} "
+            f"{bound.framed_wire_s:>14.2f} {run.wire_bytes / image_size:>10.3f}"
+        )
+
+
+def _print_verdicts(runs: list[Run], bounds: dict[tuple[int, str], Bound]) -> None:
+    by_key = {(r.client, r.baud, r.framing): r for r in runs}
+    print("Targets:")
+    for (baud, framing), bound in bounds.items():
+        jigd = by_key[("jigd", baud, framing)]
+        if framing == "raw":
+            eff = bound.total_s / jigd.flash_s
+            verdict = "OK" if eff >= EFFICIENCY_TARGET else "target not met"
+            print(
+                f"  {baud} raw: jigd full-flash efficiency {eff:.2f} "
+                f"(target >= {EFFICIENCY_TARGET:.2f}): {verdict}"
+            )
+    for (baud, framing), bound in bounds.items():
+        jigd = by_key[("jigd", baud, framing)]
+        smp = by_key[("smpclient", baud, framing)]
+        speedup = smp.upload_s / jigd.upload_s
+        # With the same framing and request size no client beats the framed wire time (or the
+        # flash): this is the largest speed-up over smpclient that any client could show.
+        ceiling = smp.upload_s / max(bound.framed_wire_s, bound.flash_s)
+        verdict = "OK" if speedup >= SPEEDUP_TARGET else "target not met"
+        print(
+            f"  {baud} {framing}: jigd vs smpclient, identical settings: upload {speedup:.2f}x, "
+            f"full flash {smp.flash_s / jigd.flash_s:.2f}x (target >= {SPEEDUP_TARGET}x upload): "
+            f"{verdict}; ceiling for any client {ceiling:.2f}x (smpclient upload / "
+            f"max(framed wire, flash))"
+        )
+    for baud in sorted({b for b, _f in bounds}):
+        raw = by_key.get(("jigd", baud, "raw"))
+        console = by_key.get(("smpclient", baud, "console"))
+        if raw is not None and console is not None:
+            print(
+                f"  {baud} for information: jigd raw vs smpclient console: upload "
+                f"{console.upload_s / raw.upload_s:.2f}x, full flash "
+                f"{console.flash_s / raw.flash_s:.2f}x"
+            )
+
+
+async def _bench(image_size: int, bauds: list[int], repeat: int) -> None:
+    spec = HubSpec(locked=False)
+    keys = make_manufacturer_keys(spec.model.manufacturer, SEED)
+    image = make_signed_image(keys, spec.model, NEW_VERSION, image_size, SEED)
+    best = f", best of {repeat} runs" if repeat > 1 else ""
+    print(
+        f"Link: one simulated hub, {image_size} byte image ({image_size // 1024} KiB), default "
+        f"sim timing except baud{best}; flash = upload + mark test + reset + await boot + confirm"
+    )
+    runs: list[Run] = []
+    bounds: dict[tuple[int, str], Bound] = {}
+    with tempfile.TemporaryDirectory(prefix="jigd-bench-link-") as scratch:
+        root = Path(scratch)
+        for baud in bauds:
+            timing = Timing(baud=baud)
+            for framing in FRAMINGS:
+                bounds[(baud, framing)] = physical_bound(image_size, timing, framing)
+                for name, flash in (("jigd", _jigd), ("smpclient", _smpclient)):
+                    tries: list[Run] = []
+                    for n in range(repeat):
+                        directory = root / f"{name}-{baud}-{framing}-{n}"
+                        run = await flash(directory, timing, framing, image)
+                        print(
+                            f"  {name} {framing} at {baud}: upload {run.upload_s:.2f} s, "
+                            f"flash {run.flash_s:.2f} s",
+                            flush=True,
+                        )
+                        tries.append(run)
+                    runs.append(
+                        dataclasses.replace(
+                            tries[0],
+                            upload_s=min(r.upload_s for r in tries),
+                            flash_s=min(r.flash_s for r in tries),
+                        )
+                    )
+    print()
+    _print_runs(image_size, runs, bounds)
+    print()
+    _print_verdicts(runs, bounds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.link", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a {QUICK_IMAGE_SIZE // 1024} KiB image"
+    )
+    parser.add_argument("--image-size", type=int, help=f"image bytes (default {IMAGE_SIZE})")
+    parser.add_argument(
+        "--baud", type=int, action="append", help="a baud rate (repeatable; default both)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per figure; the best is shown (default 1)"
+    )
+    args = parser.parse_args()
+    image_size = args.image_size or (QUICK_IMAGE_SIZE if args.quick else IMAGE_SIZE)
+    asyncio.run(_bench(image_size, args.baud or list(BAUDS), max(1, args.repeat)))
+
+
+if __name__ == "__main__":
+    main()

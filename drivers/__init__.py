@@ -1,0 +1,1 @@
+"""Hardware access for jigd: transports, SMP hub client, rig controller client, driver registry."""

@@ -1,0 +1,299 @@
+# ruff: noqa: N818 - names say what happened (LinkClosed, AccessDenied), as the design uses them
+"""Errors of the hardware-access layer, one base per layer, each carrying the data a person needs.
+
+- `LinkError`: the byte link to a hub (port missing, closed, silent).
+- `ProtocolError`: the hub answered, but not as asked (SMP error, undecodable reply, refusal).
+- `RigError`: the rig controller board (its own line protocol on its own port).
+- `DriverError`: the root of all of them, plus driver lookup failures.
+
+Every error names the port (or the slot label it was given) and has a short `code` that the
+daemon records as a failure code. Messages never contain key material.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AccessDenied",
+    "DriverError",
+    "DriverLoadFailed",
+    "ImageRejected",
+    "LinkClosed",
+    "LinkError",
+    "LinkTimeout",
+    "PortOpenFailed",
+    "ProtocolError",
+    "RigClosed",
+    "RigCommandFailed",
+    "RigError",
+    "RigProtocolError",
+    "RigTimeout",
+    "SequenceExhausted",
+    "SmpError",
+    "UnexpectedResponse",
+    "UnknownDriver",
+    "UnlockRefused",
+    "UnsupportedTransport",
+    "UploadStalled",
+]
+
+
+class DriverError(Exception):
+    """Root of every error raised by `drivers`."""
+
+    code: ClassVar[str] = "driver_error"
+
+    def __init__(self, port: str, message: str) -> None:
+        super().__init__(f"{port}: {message}")
+        self.port = port
+
+
+# --- link layer -----------------------------------------------------------------------------
+
+
+class LinkError(DriverError):
+    """The byte link to a hub failed; retrying after a power cycle or re-plug may help."""
+
+    code: ClassVar[str] = "link_error"
+
+
+class PortOpenFailed(LinkError):
+    """The port could not be opened (missing device, permissions, refused connection)."""
+
+    code: ClassVar[str] = "port_open_failed"
+
+    def __init__(self, port: str, url: str, detail: str) -> None:
+        super().__init__(
+            port, f"cannot open {url}: {detail}; check the cable, the udev symlink and permissions"
+        )
+        self.url = url
+        self.detail = detail
+
+
+class LinkClosed(LinkError):
+    """The link closed (by us, by the peer or by a port error) while a request was pending."""
+
+    code: ClassVar[str] = "link_closed"
+
+    def __init__(self, port: str, reason: str) -> None:
+        super().__init__(port, f"link closed: {reason}")
+        self.reason = reason
+
+
+class LinkTimeout(LinkError):
+    """No answer within the timeout, after `attempts` tries."""
+
+    code: ClassVar[str] = "link_timeout"
+
+    def __init__(self, port: str, what: str, timeout_s: float, attempts: int = 1) -> None:
+        tries = f" ({attempts} attempts)" if attempts > 1 else ""
+        super().__init__(port, f"no answer to {what} within {timeout_s:.3g} s{tries}")
+        self.what = what
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+
+
+# --- protocol layer -------------------------------------------------------------------------
+
+
+class ProtocolError(DriverError):
+    """The hub answered, but the answer was an error or not what the request asked for."""
+
+    code: ClassVar[str] = "protocol_error"
+
+
+class UnexpectedResponse(ProtocolError):
+    """A reply that does not decode as the expected response, or carries impossible values."""
+
+    code: ClassVar[str] = "unexpected_response"
+
+    def __init__(self, port: str, what: str, detail: str) -> None:
+        super().__init__(port, f"unexpected answer to {what}: {detail}")
+        self.what = what
+        self.detail = detail
+
+
+class SequenceExhausted(ProtocolError):
+    """All 256 SMP sequence numbers are in flight: the caller sent far more than the hub takes."""
+
+    code: ClassVar[str] = "sequence_exhausted"
+
+    def __init__(self, port: str) -> None:
+        super().__init__(port, "all 256 SMP sequence numbers are awaiting answers")
+
+
+class SmpError(ProtocolError):
+    """The hub answered a request with an SMP error response.
+
+    Version 1 (`{rc, rsn}`) sets `rc` (an MGMT_ERR code) and maybe `reason`; version 2
+    (`{err: {group, rc}}`) sets `group` and `group_rc` (a code of that group).
+    `request_group`/`request_command` say which request it answered.
+    """
+
+    code: ClassVar[str] = "smp_error"
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        what: str,
+        request_group: int,
+        request_command: int,
+        rc: int | None = None,
+        group: int | None = None,
+        group_rc: int | None = None,
+        error_name: str = "",
+        reason: str | None = None,
+        hint: str = "",
+    ) -> None:
+        if group_rc is not None:
+            detail = f"group {group} error {error_name or group_rc} ({group_rc})"
+        else:
+            detail = f"error {error_name or rc} ({rc})"
+        text = f"hub answered {what} with {detail}"
+        if reason:
+            text += f": {reason}"
+        if hint:
+            text += f"; {hint}"
+        super().__init__(port, text)
+        self.what = what
+        self.request_group = request_group
+        self.request_command = request_command
+        self.rc = rc
+        self.group = group
+        self.group_rc = group_rc
+        self.error_name = error_name
+        self.reason = reason
+
+
+class AccessDenied(SmpError):
+    """EACCESSDENIED: the hub is locked; unlock it before upload, state write or reset."""
+
+    code: ClassVar[str] = "access_denied"
+
+
+class UnlockRefused(SmpError):
+    """The hub refused the unlock MAC (wrong master key, stale nonce, no challenge)."""
+
+    code: ClassVar[str] = "unlock_refused"
+
+
+class ImageRejected(ProtocolError):
+    """The hub refused the uploaded image (hash mismatch, too large, ...)."""
+
+    code: ClassVar[str] = "image_rejected"
+
+    def __init__(self, port: str, reason: str, *, offset: int | None = None) -> None:
+        where = f" at offset {offset}" if offset is not None else ""
+        super().__init__(port, f"hub rejected the image{where}: {reason}")
+        self.reason = reason
+        self.offset = offset
+
+
+class UploadStalled(ProtocolError):
+    """The hub kept answering offsets that made no progress."""
+
+    code: ClassVar[str] = "upload_stalled"
+
+    def __init__(self, port: str, offset: int, total: int, rounds: int) -> None:
+        super().__init__(
+            port,
+            f"upload made no progress past offset {offset} of {total} in {rounds} rounds; "
+            "power-cycle the hub and retry",
+        )
+        self.offset = offset
+        self.total = total
+        self.rounds = rounds
+
+
+# --- drivers --------------------------------------------------------------------------------
+
+
+class UnsupportedTransport(DriverError):
+    """The slot asks for a transport this driver does not speak."""
+
+    code: ClassVar[str] = "unsupported_transport"
+
+
+class UnknownDriver(DriverError):
+    """No driver of that name in the `jigd.drivers` entry-point group."""
+
+    code: ClassVar[str] = "unknown_driver"
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        known = ", ".join(available) if available else "none"
+        super().__init__(
+            "driver registry",
+            f"no hub driver named {name!r} (entry-point group 'jigd.drivers'); available: "
+            f"{known}; fix the slot's `driver` key or install the package that provides it",
+        )
+        self.name = name
+        self.available = available
+
+
+class DriverLoadFailed(DriverError):
+    """A driver's entry point exists but does not load to a callable."""
+
+    code: ClassVar[str] = "driver_load_failed"
+
+    def __init__(self, name: str, target: str, detail: str) -> None:
+        super().__init__(
+            "driver registry", f"hub driver {name!r} ({target}) fails to load: {detail}"
+        )
+        self.name = name
+        self.target = target
+
+
+# --- rig controller -------------------------------------------------------------------------
+
+
+class RigError(DriverError):
+    """The rig controller board failed or refused a command."""
+
+    code: ClassVar[str] = "rig_error"
+
+
+class RigCommandFailed(RigError):
+    """The controller answered `ERR <reason>`."""
+
+    code: ClassVar[str] = "rig_command_failed"
+
+    def __init__(self, port: str, command: str, reason: str) -> None:
+        super().__init__(port, f"rig controller refused {command!r}: {reason}")
+        self.command = command
+        self.reason = reason
+
+
+class RigTimeout(RigError):
+    """The controller did not answer a command in time."""
+
+    code: ClassVar[str] = "rig_timeout"
+
+    def __init__(self, port: str, command: str, timeout_s: float) -> None:
+        super().__init__(
+            port, f"rig controller did not answer {command!r} within {timeout_s:.3g} s"
+        )
+        self.command = command
+        self.timeout_s = timeout_s
+
+
+class RigClosed(RigError):
+    """The controller's port closed or could not be opened."""
+
+    code: ClassVar[str] = "rig_closed"
+
+    def __init__(self, port: str, reason: str) -> None:
+        super().__init__(port, f"rig controller link closed: {reason}")
+        self.reason = reason
+
+
+class RigProtocolError(RigError):
+    """The controller answered something that is not a valid reply to the command."""
+
+    code: ClassVar[str] = "rig_protocol_error"
+
+    def __init__(self, port: str, command: str, reply: str) -> None:
+        super().__init__(port, f"rig controller answered {command!r} with {reply!r}")
+        self.command = command
+        self.reply = reply

@@ -1,0 +1,403 @@
+"""Device API: what the daemon asks of a hub, whatever protocol its manufacturer speaks.
+
+`HubLink` is the interface every hub driver implements; `SmpHubLink` implements it over SMP
+(MCUmgr) with MCUboot semantics and the "jig" vendor group (docs/hub-protocol.md). The upload is
+pipelined (up to `buf_count` requests in flight, chunks as large as `buf_size` allows) and resumes
+from the offset the hub reports.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+from smp import image_management as smpimg
+from smp import message as smpmsg
+from smp import os_management as smpos
+
+from drivers import jig_group
+from drivers.errors import LinkTimeout, SmpError, UnexpectedResponse, UnlockRefused
+from drivers.smp_client import DEFAULT_TIMEOUT_S, SmpClient, describe
+from drivers.smp_upload import ProgressCallback, SmpUpload, UploadResult
+from jigd.model import DeviceModel, FirmwareVersion, Guid, IdentifierError
+
+__all__ = [
+    "BOOT_POLL_INTERVAL_S",
+    "BOOT_POLL_TIMEOUT_S",
+    "DEFAULT_REQUEST_RETRIES",
+    "HubIdentity",
+    "HubLink",
+    "ImageSlotState",
+    "LinkOptions",
+    "ProgressCallback",
+    "SmpHubLink",
+    "UploadResult",
+    "await_boot",
+    "parse_image_version",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_REQUEST_RETRIES: Final = 3
+# While a hub boots it discards what it receives; a poll answered in ~10 ms at 115200 baud is
+# resent soon, so the boot is noticed within ~0.2 s of the hub being ready.
+BOOT_POLL_TIMEOUT_S: Final = 0.15  # one identity request while waiting for a hub to boot
+BOOT_POLL_INTERVAL_S: Final = 0.05
+MIN_BUF_SIZE: Final = 128  # a hub reporting less cannot carry an upload's first chunk usefully
+
+T = TypeVar("T")
+R = TypeVar("R", bound=smpmsg.Response)
+
+
+@dataclass(frozen=True, slots=True)
+class HubIdentity:
+    """Who the hub says it is."""
+
+    guid: Guid
+    model: DeviceModel
+    firmware_version: FirmwareVersion
+    locked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSlotState:
+    """One image slot as the hub's image state reports it."""
+
+    slot: int
+    version: FirmwareVersion
+    hash: bytes
+    active: bool = False
+    confirmed: bool = False
+    pending: bool = False
+    bootable: bool = False
+    permanent: bool = False
+    image: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOptions:
+    """Timing and retry knobs of a hub link (config or tests set them)."""
+
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    request_retries: int = DEFAULT_REQUEST_RETRIES
+
+
+class HubLink(abc.ABC):
+    """A maintenance link to one hub in one slot. Errors: LinkError, ProtocolError subclasses."""
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """Label used in messages (slot label or port)."""
+
+    @property
+    @abc.abstractmethod
+    def link_errors(self) -> Counter[str]:
+        """Link faults by kind since the link opened."""
+
+    @property
+    def bytes_dropped(self) -> int:
+        """Received bytes the link's decoder threw away (noise, corrupt frames)."""
+        return 0
+
+    @abc.abstractmethod
+    async def identify(self, *, timeout_s: float | None = None) -> HubIdentity:
+        """GUID, Device Model, active Firmware Version and lock state."""
+
+    @abc.abstractmethod
+    async def unlock(self, master_key: bytes) -> None:
+        """Open the maintenance interface; UnlockRefused if the hub rejects the key."""
+
+    @abc.abstractmethod
+    async def image_state(self) -> list[ImageSlotState]:
+        """The image slots and their flags."""
+
+    @abc.abstractmethod
+    async def upload(
+        self, image: bytes | memoryview, progress: ProgressCallback | None = None
+    ) -> UploadResult:
+        """Write `image` to the secondary slot, resuming an unfinished upload of it."""
+
+    @abc.abstractmethod
+    async def mark_test(self, image_hash: bytes) -> list[ImageSlotState]:
+        """Mark the uploaded image (by its image hash) to be tried at the next reset."""
+
+    @abc.abstractmethod
+    async def reset(self) -> None:
+        """Reset the hub (it answers first). Never retried: a second reset could revert."""
+
+    @abc.abstractmethod
+    async def confirm(self) -> list[ImageSlotState]:
+        """Make the running image permanent."""
+
+    @abc.abstractmethod
+    async def lock(self) -> None:
+        """Close the maintenance interface again."""
+
+    @abc.abstractmethod
+    async def echo(self, text: str, *, timeout_s: float | None = None) -> str:
+        """Round-trip `text` (link check)."""
+
+    @abc.abstractmethod
+    async def params(self) -> tuple[int, int]:
+        """(buf_size, buf_count): the hub's receive buffer size and count."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the link; idempotent."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def await_boot(
+    link: HubLink,
+    *,
+    timeout_s: float,
+    poll_timeout_s: float = BOOT_POLL_TIMEOUT_S,
+    poll_interval_s: float = BOOT_POLL_INTERVAL_S,
+) -> HubIdentity:
+    """Poll identity until the hub answers (after a reset), for at most `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last: Exception | None = None
+    try:
+        async with asyncio.timeout_at(deadline):
+            while True:
+                try:
+                    return await link.identify(timeout_s=poll_timeout_s)
+                except (LinkTimeout, UnexpectedResponse) as exc:
+                    last = exc
+                await asyncio.sleep(poll_interval_s)
+    except TimeoutError as exc:
+        raise LinkTimeout(link.name, "identity after reset (boot)", timeout_s) from (last or exc)
+
+
+_VERSION_RE: Final = re.compile(r"(\d+)\.(\d+)\.(\d+)(?:[.+](\d+))?")
+
+
+def parse_image_version(text: str) -> FirmwareVersion:
+    """Zephyr's image state version text (`4.0.0`, `4.0.0.7`; also `4.0.0+7`)."""
+    match = _VERSION_RE.fullmatch(text.strip())
+    if match is None:
+        raise IdentifierError(f"image version {text!r} is not major.minor.revision[.build]")
+    major, minor, revision, build = (int(g) if g else 0 for g in match.groups())
+    return FirmwareVersion.from_mcuboot(major, minor, revision, build)
+
+
+class SmpHubLink(HubLink):
+    """`HubLink` over SMP. Owns its SmpClient (and through it the transport)."""
+
+    def __init__(
+        self,
+        client: SmpClient,
+        *,
+        options: LinkOptions | None = None,
+        name: str | None = None,
+    ) -> None:
+        self._client = client
+        self._options = options or LinkOptions(timeout_s=client.timeout_s)
+        self._name = name or client.name
+        self._retries: Counter[str] = Counter()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def client(self) -> SmpClient:
+        return self._client
+
+    @property
+    def bytes_dropped(self) -> int:
+        return self._client.transport.bytes_dropped
+
+    @property
+    def link_errors(self) -> Counter[str]:
+        merged: Counter[str] = Counter()
+        merged.update(self._client.transport.link_errors)
+        merged.update(self._client.link_errors)
+        merged.update(self._retries)
+        return merged
+
+    # -- simple commands ---------------------------------------------------------------------
+
+    async def identify(self, *, timeout_s: float | None = None) -> HubIdentity:
+        rsp = await self._call(
+            jig_group.IdentityReadRequest(),
+            jig_group.IdentityReadResponse,
+            timeout_s=timeout_s,
+        )
+        try:
+            return HubIdentity(
+                guid=Guid.from_bytes(bytes(rsp.guid)),
+                model=DeviceModel(rsp.manufacturer, rsp.model),
+                firmware_version=FirmwareVersion(rsp.firmware_version),
+                locked=bool(rsp.locked),
+            )
+        except IdentifierError as exc:
+            raise UnexpectedResponse(self._name, "jig identity read", str(exc)) from exc
+
+    async def unlock(self, master_key: bytes) -> None:
+        identity = await self.identify()
+        guid = identity.guid.to_bytes()
+        key = jig_group.device_key(master_key, guid)
+        await self._retrying("jig unlock", lambda: self._unlock_once(key, guid))
+        _LOGGER.info("%s: hub %s unlocked", self._name, identity.guid)
+
+    async def _unlock_once(self, key: bytes, guid: bytes) -> None:
+        challenge = await self._client.request(
+            jig_group.UnlockChallengeRequest(), jig_group.UnlockChallengeResponse
+        )
+        nonce = bytes(challenge.nonce)
+        if len(nonce) != jig_group.NONCE_SIZE:
+            raise UnexpectedResponse(
+                self._name,
+                "jig unlock read",
+                f"nonce is {len(nonce)} bytes, not {jig_group.NONCE_SIZE}",
+            )
+        mac = jig_group.unlock_mac(key, nonce, guid)
+        try:
+            await self._client.request(
+                jig_group.UnlockWriteRequest(mac=mac), jig_group.UnlockWriteResponse
+            )
+        except SmpError as exc:
+            if exc.group == jig_group.JIG_GROUP_ID:
+                raise UnlockRefused(
+                    self._name,
+                    what=exc.what,
+                    request_group=exc.request_group,
+                    request_command=exc.request_command,
+                    group=exc.group,
+                    group_rc=exc.group_rc,
+                    error_name=exc.error_name,
+                    hint="check the manufacturer's master key for this hub",
+                ) from exc
+            raise
+
+    async def image_state(self) -> list[ImageSlotState]:
+        rsp = await self._call(smpimg.ImageStatesReadRequest(), smpimg.ImageStatesReadResponse)
+        return self._slots(rsp, "image state read")
+
+    async def mark_test(self, image_hash: bytes) -> list[ImageSlotState]:
+        rsp = await self._call(
+            smpimg.ImageStatesWriteRequest(hash=bytes(image_hash), confirm=False),
+            smpimg.ImageStatesWriteResponse,
+        )
+        return self._slots(rsp, "image state write (test)")
+
+    async def confirm(self) -> list[ImageSlotState]:
+        rsp = await self._call(
+            smpimg.ImageStatesWriteRequest(confirm=True), smpimg.ImageStatesWriteResponse
+        )
+        return self._slots(rsp, "image state write (confirm)")
+
+    async def reset(self) -> None:
+        await self._client.request(smpos.ResetWriteRequest(), smpos.ResetWriteResponse)
+
+    async def lock(self) -> None:
+        await self._call(jig_group.LockWriteRequest(), jig_group.LockWriteResponse)
+
+    async def echo(self, text: str, *, timeout_s: float | None = None) -> str:
+        rsp = await self._call(
+            smpos.EchoWriteRequest(d=text), smpos.EchoWriteResponse, timeout_s=timeout_s
+        )
+        return rsp.r
+
+    async def params(self) -> tuple[int, int]:
+        rsp = await self._call(
+            smpos.MCUMgrParametersReadRequest(), smpos.MCUMgrParametersReadResponse
+        )
+        if rsp.buf_size < MIN_BUF_SIZE or rsp.buf_count < 1:
+            raise UnexpectedResponse(
+                self._name,
+                "os mcumgr_params read",
+                f"buf_size {rsp.buf_size} / buf_count {rsp.buf_count} cannot carry an upload "
+                f"(need buf_size >= {MIN_BUF_SIZE}, buf_count >= 1)",
+            )
+        return rsp.buf_size, rsp.buf_count
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # -- upload ------------------------------------------------------------------------------
+
+    async def upload(
+        self, image: bytes | memoryview, progress: ProgressCallback | None = None
+    ) -> UploadResult:
+        """Pipelined, resumable upload; see `drivers.smp_upload.SmpUpload`."""
+        buf_size, buf_count = await self.params()
+        upload = SmpUpload(
+            self._client,
+            image,
+            buf_size=buf_size,
+            buf_count=buf_count,
+            timeout_s=self._options.timeout_s,
+            retries=self._options.request_retries,
+            progress=progress,
+            name=self._name,
+        )
+        return await upload.run()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        request: smpmsg.Request,
+        response_type: type[R],
+        *,
+        timeout_s: float | None = None,
+    ) -> R:
+        """An idempotent request, retried on timeout or garbled answer."""
+        return await self._retrying(
+            describe(request), lambda: self._client.request(request, response_type, timeout_s)
+        )
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        retries = self._options.request_retries
+        for n in range(retries + 1):
+            try:
+                return await attempt()
+            except (LinkTimeout, UnexpectedResponse) as exc:
+                if n == retries:
+                    raise
+                self._retries["retry"] += 1
+                _LOGGER.debug("%s: %s failed (%s), retrying", self._name, what, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _slots(self, rsp: smpimg.ImageStatesReadResponse, what: str) -> list[ImageSlotState]:
+        slots: list[ImageSlotState] = []
+        for entry in rsp.images:
+            try:
+                version = parse_image_version(entry.version)
+            except IdentifierError as exc:
+                raise UnexpectedResponse(self._name, what, str(exc)) from exc
+            slots.append(
+                ImageSlotState(
+                    slot=entry.slot,
+                    version=version,
+                    hash=bytes(entry.hash or b""),
+                    active=bool(entry.active),
+                    confirmed=bool(entry.confirmed),
+                    pending=bool(entry.pending),
+                    bootable=bool(entry.bootable),
+                    permanent=bool(entry.permanent),
+                    image=entry.image or 0,
+                )
+            )
+        return slots

@@ -1,0 +1,81 @@
+"""The frame transport interface: what the SMP client needs from a link, whatever carries it.
+
+A transport sends whole SMP frames and hands whole received frames to one listener; how frames
+travel (serial framings, USB transfers, memory) is its business. `SerialTransport` and
+`MemoryTransport` implement it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol
+
+from drivers.errors import LinkError
+
+__all__ = ["FrameListener", "FrameTransport"]
+
+
+class FrameListener(Protocol):
+    """Receives what a transport gets, on the event loop."""
+
+    def frame_received(self, frame: bytes) -> None:
+        """A complete SMP frame (header + CBOR body) arrived."""
+        ...
+
+    def connection_lost(self, error: LinkError) -> None:
+        """The link is gone for good; `error` says why (LinkClosed after a clean close)."""
+        ...
+
+
+class FrameTransport(Protocol):
+    """A link that carries SMP frames both ways."""
+
+    @property
+    def name(self) -> str:
+        """Label for messages and logs (slot label or port URL)."""
+        ...
+
+    @property
+    def baudrate(self) -> int | None:
+        """Line speed in baud, or None where there is no such thing."""
+        ...
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    @property
+    def bytes_sent(self) -> int: ...
+
+    @property
+    def bytes_received(self) -> int: ...
+
+    @property
+    def bytes_dropped(self) -> int:
+        """Received bytes the decoder discarded as noise or corrupt frames."""
+        ...
+
+    @property
+    def link_errors(self) -> Counter[str]:
+        """Link faults by kind (metric `link_errors_total{kind}`)."""
+        ...
+
+    def wire_size(self, frame_size: int) -> int:
+        """Bytes a frame of `frame_size` bytes takes on the wire."""
+        ...
+
+    @property
+    def buffer_overhead(self) -> int:
+        """Bytes of the hub's SMP buffer the transport's framing uses besides the frame."""
+        ...
+
+    def set_listener(self, listener: FrameListener | None) -> None:
+        """Deliver received frames and the loss of the link to `listener`."""
+        ...
+
+    def send(self, frame: bytes) -> None:
+        """Queue one SMP frame for sending; raises LinkClosed if the link is closed."""
+        ...
+
+    async def close(self) -> None:
+        """Close the link and wait (bounded) until it is closed; idempotent."""
+        ...

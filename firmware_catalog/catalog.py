@@ -1,0 +1,457 @@
+"""The firmware catalog: a directory of signed images and the index that says what to flash.
+
+Layout: `catalog.json` (the index), `images/<sha256>.bin` (content-addressed MCUboot images),
+`keys/<manufacturer>.pem` (trusted public keys, manufacturer as 4 upper-case hex characters).
+Readers never lock: catalog.json is only ever replaced by rename. Writers hold an exclusive
+lock on `.lock`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import mmap
+import os
+import threading
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from firmware_catalog import storage
+from firmware_catalog.entry import (
+    CatalogEntry,
+    Status,
+    dump_catalog,
+    parse_catalog,
+    validation_problems,
+)
+from firmware_catalog.errors import (
+    CatalogError,
+    EntryError,
+    ImageError,
+    SelectionCode,
+    SelectionError,
+    TrustedKeyError,
+)
+from firmware_catalog.mcuboot import TrustedKey, check_image, file_sha256, load_trusted_key
+from jigd.model import DeviceModel, FirmwareVersion
+
+__all__ = ["CATALOG_FILE", "IMAGES_DIR", "KEYS_DIR", "Catalog", "Image"]
+
+_LOGGER = logging.getLogger(__name__)
+
+CATALOG_FILE = "catalog.json"
+IMAGES_DIR = "images"
+KEYS_DIR = "keys"
+LOCK_FILE = ".lock"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Image:
+    """An image's bytes, checked against its entry's sha256 when handed out.
+
+    `data` is a read-only view of the one memory mapping of the file that every caller shares:
+    slice it, do not copy it whole.
+    """
+
+    entry: CatalogEntry
+    data: memoryview
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Mapping:
+    identity: tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns of the file
+    view: memoryview
+
+
+class _Index:
+    """Entries sorted, per Device Model, and the latest selectable ones precomputed."""
+
+    def __init__(self, entries: Iterable[CatalogEntry]) -> None:
+        self.all = tuple(sorted(entries, key=lambda e: e.key))
+        self.by_key = {entry.key: entry for entry in self.all}
+        by_model: dict[DeviceModel, list[CatalogEntry]] = {}
+        self.latest_production: dict[DeviceModel, CatalogEntry] = {}
+        self.latest_with_pilot: dict[DeviceModel, CatalogEntry] = {}
+        for entry in self.all:  # ascending versions: the last one written wins
+            model = entry.device_model
+            by_model.setdefault(model, []).append(entry)
+            if entry.status == Status.PRODUCTION:
+                self.latest_production[model] = entry
+            if entry.status in (Status.PRODUCTION, Status.PILOT):
+                self.latest_with_pilot[model] = entry
+        self.by_model = {model: tuple(es) for model, es in by_model.items()}
+
+
+class Catalog:
+    """A catalog directory: its entries, the selection rule, verified images, and writes."""
+
+    def __init__(self, directory: Path, entries: Iterable[CatalogEntry] = ()) -> None:
+        """Use `Catalog.open`; this holds `entries` as given, without reading the directory."""
+        self._directory = directory
+        self._index = _Index(entries)
+        self._mappings: dict[str, _Mapping] = {}
+        self._mappings_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, directory: Path) -> Catalog:
+        """Read a catalog directory; a directory without catalog.json is an empty catalog."""
+        catalog = cls(directory)
+        catalog.reload()
+        return catalog
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    @property
+    def catalog_path(self) -> Path:
+        return self._directory / CATALOG_FILE
+
+    @property
+    def images_dir(self) -> Path:
+        return self._directory / IMAGES_DIR
+
+    @property
+    def keys_dir(self) -> Path:
+        return self._directory / KEYS_DIR
+
+    def image_path(self, entry: CatalogEntry) -> Path:
+        return self.images_dir / entry.image_name
+
+    def key_path(self, manufacturer: int) -> Path:
+        return self.keys_dir / f"{manufacturer:04X}.pem"
+
+    # Reading and selection.
+
+    def reload(self) -> None:
+        """Re-read catalog.json; on error the entries held so far stay in use."""
+        entries = self._read_entries()
+        self._set_entries(entries)
+        _LOGGER.info("catalog %s: %d entries", self.catalog_path, len(entries))
+
+    def entries(self, model: DeviceModel | None = None) -> tuple[CatalogEntry, ...]:
+        """All entries, or those of one Device Model, by Device Model then Firmware Version."""
+        if model is None:
+            return self._index.all
+        return self._index.by_model.get(model, ())
+
+    def find(self, model: DeviceModel, version: FirmwareVersion) -> CatalogEntry | None:
+        return self._index.by_key.get((model, version))
+
+    def latest(
+        self, model: DeviceModel, pilot_models: Collection[DeviceModel] = ()
+    ) -> CatalogEntry | None:
+        """The highest-version selectable entry for exactly `model`, or None.
+
+        Selectable: `production`, or `pilot` when `model` is in `pilot_models` (the station's
+        allowance); `withdrawn` never.
+        """
+        if model in pilot_models:
+            return self._index.latest_with_pilot.get(model)
+        return self._index.latest_production.get(model)
+
+    def select(
+        self,
+        model: DeviceModel,
+        running: FirmwareVersion,
+        pilot_models: Collection[DeviceModel] = (),
+    ) -> CatalogEntry:
+        """The entry to flash to a hub of `model` running `running`; never a downgrade.
+
+        Returns the latest entry even when the hub runs that version: the caller decides
+        "already current" by comparing the hub's active image hash with `entry.sha256`.
+        Raises SelectionError `no_firmware` or `newer_than_catalog`.
+        """
+        entry = self.latest(model, pilot_models)
+        kinds = "production or pilot" if model in pilot_models else "production"
+        if entry is None:
+            raise SelectionError(
+                SelectionCode.NO_FIRMWARE,
+                model,
+                running,
+                f"the catalog {self.catalog_path} has no {kinds} firmware for Device Model {model}",
+            )
+        if running > entry.firmware_version:
+            raise SelectionError(
+                SelectionCode.NEWER_THAN_CATALOG,
+                model,
+                running,
+                f"the hub runs {running}, newer than {entry.firmware_version}, the latest "
+                f"{kinds} firmware for Device Model {model} in {self.catalog_path}; a hub is "
+                "never downgraded",
+            )
+        return entry
+
+    # Images.
+
+    def image(self, entry: CatalogEntry) -> Image:
+        """The entry's image bytes, from one shared mapping per sha256, re-verified by sha256.
+
+        Hashing costs about a millisecond per MiB and releases the GIL: an event loop may call
+        this through `asyncio.to_thread`. Raises ImageError naming the entry if the file is
+        missing or changed.
+        """
+        path = self.image_path(entry)
+        with self._mappings_lock:
+            mapping = self._mapping(path, entry)
+        view = mapping.view
+        if len(view) != entry.size or hashlib.sha256(view).hexdigest() != entry.sha256:
+            with self._mappings_lock:
+                if self._mappings.get(entry.sha256) is mapping:
+                    del self._mappings[entry.sha256]
+            raise ImageError(
+                path,
+                "changed on disk: its size or sha256 differs from the catalog; add the image "
+                "again or restore the file",
+                entry.describe(),
+            )
+        return Image(entry, view)
+
+    def _mapping(self, path: Path, entry: CatalogEntry) -> _Mapping:
+        """The cached mapping of `path`, mapped again if the file was replaced; under the lock."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._mappings.pop(entry.sha256, None)
+            raise ImageError(path, "is missing; add the image again", entry.describe()) from None
+        except OSError as exc:
+            raise ImageError(path, f"cannot read it: {exc.strerror}", entry.describe()) from exc
+        cached = self._mappings.get(entry.sha256)
+        if cached is not None and cached.identity == _identity(st):
+            return cached
+        # The file is mapped, not read: every slot flashing this image shares the same pages.
+        # Images are replaced by rename and never written in place, so the mapping stays valid.
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ImageError(path, f"cannot read it: {exc.strerror}", entry.describe()) from exc
+        try:
+            st = os.fstat(fd)
+            if st.st_size == 0:
+                raise ImageError(path, "changed on disk: it is empty", entry.describe())
+            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        mapping = _Mapping(_identity(st), memoryview(mapped))
+        self._mappings[entry.sha256] = mapping
+        return mapping
+
+    def check(self, entry: CatalogEntry, key: TrustedKey | None = None) -> None:
+        """Re-check an entry's image fully: sha256 and size, signature and header version."""
+        path = self.image_path(entry)
+        name = entry.describe()
+        if key is None:
+            key = self._load_key(entry.device_model.manufacturer, path, name)
+        try:
+            sha256, size = file_sha256(path)
+        except FileNotFoundError:
+            raise ImageError(path, "is missing; add the image again", name) from None
+        except OSError as exc:
+            raise ImageError(path, f"cannot read it: {exc.strerror}", name) from exc
+        if sha256 != entry.sha256 or size != entry.size:
+            raise ImageError(
+                path,
+                f"changed on disk: sha256 {sha256} and size {size}, the catalog says "
+                f"{entry.sha256} and {entry.size}",
+                name,
+            )
+        key_path = self.key_path(entry.device_model.manufacturer)
+        try:
+            verified = check_image(path, key, key_path)
+        except ImageError as exc:
+            raise ImageError(path, exc.reason, name) from exc
+        if verified.version != entry.firmware_version:
+            raise ImageError(
+                path,
+                f"header version {verified.version.mcuboot_str()} ({verified.version}) differs "
+                f"from the entry's {entry.firmware_version}",
+                name,
+            )
+
+    def verify(self) -> list[ImageError]:
+        """Check every entry's image (see `check`); return one error per bad entry."""
+        keys: dict[int, TrustedKey | TrustedKeyError] = {}
+        problems = []
+        for entry in self._index.all:
+            manufacturer = entry.device_model.manufacturer
+            if manufacturer not in keys:
+                try:
+                    keys[manufacturer] = load_trusted_key(self.key_path(manufacturer), manufacturer)
+                except TrustedKeyError as exc:
+                    keys[manufacturer] = exc
+            key = keys[manufacturer]
+            if isinstance(key, TrustedKeyError):
+                problems.append(
+                    ImageError(
+                        self.image_path(entry), f"cannot be checked: {key}", entry.describe()
+                    )
+                )
+                continue
+            try:
+                self.check(entry, key)
+            except ImageError as exc:
+                problems.append(exc)
+        return problems
+
+    def _load_key(self, manufacturer: int, image: Path, name: str) -> TrustedKey:
+        try:
+            return load_trusted_key(self.key_path(manufacturer), manufacturer)
+        except TrustedKeyError as exc:
+            raise ImageError(image, f"cannot be checked: {exc}", name) from exc
+
+    # Writes.
+
+    def add(
+        self,
+        image: Path,
+        model: DeviceModel,
+        version: FirmwareVersion,
+        status: Status,
+        released: date,
+        *,
+        gbcs: str | None = None,
+        chts: str | None = None,
+        notes: str = "",
+    ) -> CatalogEntry:
+        """Check a signed image against the manufacturer's trusted key and add it, atomically.
+
+        Refused (ImageError naming `image`, nothing written): the same Device Model and version
+        already in the catalog, no trusted key, not an MCUboot image, no valid signature, or a
+        header version other than `version`.
+        """
+        try:
+            # Fields are checked first; the sha256 and size are filled in once the image passes.
+            draft = CatalogEntry.for_model(
+                model,
+                firmware_version=version,
+                sha256="0" * 64,
+                size=1,
+                status=status,
+                released=released,
+                gbcs=gbcs,
+                chts=chts,
+                notes=notes,
+            )
+        except ValidationError as exc:
+            raise ImageError(image, "; ".join(validation_problems(exc, None))) from None
+        with self._write_lock():
+            entries = self._read_entries()
+            existing = next((e for e in entries if e.key == draft.key), None)
+            if existing is not None:
+                raise ImageError(
+                    image,
+                    f"{self.catalog_path} already has {draft.describe()} (status "
+                    f"{existing.status}, sha256 {existing.sha256}); a version is added once",
+                )
+            key_path = self.key_path(model.manufacturer)
+            try:
+                key = load_trusted_key(key_path, model.manufacturer)
+            except TrustedKeyError as exc:
+                raise ImageError(image, f"no usable trusted key: {exc}") from exc
+            try:
+                source = image.open("rb")
+            except OSError as exc:
+                raise ImageError(image, f"cannot read it: {exc.strerror}") from exc
+            # The copy is checked, not the source, which could change while it is read; it
+            # waits next to catalog.json so that a refused image leaves images/ untouched.
+            with source:
+                temp = storage.copy_to_temp(source, self._directory, "image")
+            try:
+                verified = check_image(temp, key, key_path, shown_as=image)
+                _require_version(image, verified.version, version)
+                entry = draft.model_copy(update={"sha256": verified.sha256, "size": verified.size})
+                self._make_images_dir()
+                storage.install(temp, self.image_path(entry))
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            entries.append(entry)
+            storage.write_atomic(self.catalog_path, dump_catalog(entries))
+            self._set_entries(entries)
+        _LOGGER.info(
+            "catalog %s: added %s (%s, %d bytes, sha256 %s)",
+            self._directory,
+            entry.describe(),
+            entry.status,
+            entry.size,
+            entry.sha256,
+        )
+        return entry
+
+    def set_status(
+        self, model: DeviceModel, version: FirmwareVersion, status: Status
+    ) -> CatalogEntry:
+        """Change an entry's status (to withdraw or promote it), atomically."""
+        with self._write_lock():
+            entries = self._read_entries()
+            index = next((i for i, e in enumerate(entries) if e.key == (model, version)), None)
+            if index is None:
+                raise EntryError(
+                    self.catalog_path, model, version, "no such entry (see `jigd catalog list`)"
+                )
+            entry = entries[index]
+            if entry.status != status:
+                entry = entries[index] = entry.model_copy(update={"status": status})
+                storage.write_atomic(self.catalog_path, dump_catalog(entries))
+                _LOGGER.info("catalog %s: %s is now %s", self._directory, entry.describe(), status)
+            self._set_entries(entries)
+        return entry
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        self._require_directory()
+        with storage.exclusive_lock(self._directory / LOCK_FILE):
+            # Whoever held the lock before us is gone: its temporary files are garbage.
+            storage.remove_stale_temp_files(self._directory)
+            storage.remove_stale_temp_files(self.images_dir)
+            yield
+
+    def _make_images_dir(self) -> None:
+        if not self.images_dir.is_dir():
+            self.images_dir.mkdir()
+            storage.fsync_directory(self._directory)
+
+    def _require_directory(self) -> None:
+        if not self._directory.is_dir():
+            raise CatalogError(
+                f"{self._directory}: the catalog directory does not exist (or is not a directory)"
+            )
+
+    def _read_entries(self) -> list[CatalogEntry]:
+        self._require_directory()
+        try:
+            data = self.catalog_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise CatalogError(f"{self.catalog_path}: cannot read it: {exc.strerror}") from exc
+        return parse_catalog(self.catalog_path, data)
+
+    def _set_entries(self, entries: Iterable[CatalogEntry]) -> None:
+        index = _Index(entries)
+        referenced = {entry.sha256 for entry in index.all}
+        with self._mappings_lock:
+            for sha256 in self._mappings.keys() - referenced:
+                del self._mappings[sha256]
+        self._index = index
+
+
+def _require_version(image: Path, found: FirmwareVersion, given: FirmwareVersion) -> None:
+    if found != given:
+        raise ImageError(
+            image,
+            f"header version {found.mcuboot_str()} ({found}) differs from the "
+            f"version given, {given} ({given.mcuboot_str()})",
+        )
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns

@@ -1,0 +1,133 @@
+"""The `jigd` command: the daemon and its administrative subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jigd.catalog_cli import add_catalog_parser
+from jigd.cli_common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, make_parser
+from jigd.config import ConfigError, load_config
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(Path(args.path))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    slots = sum(len(r.slots) for r in config.rigs)
+    print(f"{args.path}: OK (station {config.station}, {len(config.rigs)} rig(s), {slots} slot(s))")
+    return EXIT_OK
+
+
+def setup_logging(verbose: bool) -> None:
+    """Log lines to stderr (journald under systemd): level, logger, message."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from firmware_catalog import CatalogError
+    from jigd.daemon import run_daemon
+    from jigd.secrets import SecretsError
+    from jigd.store import StoreError
+
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    setup_logging(args.verbose)
+    bad_input = (SecretsError, CatalogError, StoreError)
+    try:
+        asyncio.run(run_daemon(config))
+    except bad_input as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ExceptionGroup as group:
+        matched, rest = group.split(bad_input)
+        if matched is None or rest is not None:
+            raise
+        for leaf in _leaves(matched):
+            print(f"error: {leaf}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from jigd.demo import demo_options_from, run_demo, stop_on_signal
+
+    if args.hubs < 1 or args.rigs < 1:
+        print("error: --hubs and --rigs must be at least 1", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    stop_on_signal()
+    try:
+        return asyncio.run(
+            run_demo(demo_options_from(args), show=lambda line: print(line, flush=True))
+        )
+    except KeyboardInterrupt:
+        print("jigd demo: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except RuntimeError as exc:
+        print(f"jigd demo: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("jigd", "Controller of a Communications Hub re-flash station.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_commands.add_parser("check", help="validate a configuration file")
+    check.add_argument("path", metavar="PATH", help="TOML configuration file")
+    check.set_defaults(func=_config_check)
+    add_catalog_parser(commands)
+
+    run = commands.add_parser("run", help="run the station daemon in the foreground")
+    run.add_argument("--config", default="/etc/jigd/jigd.toml", metavar="PATH")
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=_run)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a whole station on the simulator and check the books",
+        description="Start the simulator (its own process), a catalog of freshly signed images, "
+        "a pallet imported as one batch and the daemon; show progress; write the reports and "
+        "the ground truth under --workdir; exit 1 if the books do not balance.",
+    )
+    demo.add_argument("--hubs", type=int, default=96, help="hubs on the pallet (default 96)")
+    demo.add_argument("--rigs", type=int, default=3, help="rigs of 8 slots (default 3)")
+    demo.add_argument("--faults", choices=["none", "light", "harsh"], default="light")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--workdir", default="jigd-demo", metavar="DIR")
+    demo.add_argument("--image-size", type=int, default=256 * 1024, metavar="BYTES")
+    demo.add_argument("--baud", type=int, default=921600)
+    demo.add_argument("--framing", choices=["raw", "console"], default="raw")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""Station configuration: a pydantic model loaded from TOML and validated at start.
+
+Every validation error names the file and the key path (`rigs[1].slots[3].port`, indexes count
+from 0 as in the TOML arrays), so a technician can go straight to the line to fix.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from jigd.model import DeviceModelField
+
+__all__ = [
+    "ConfigError",
+    "MqttConfig",
+    "RetryConfig",
+    "RigConfig",
+    "SecretsConfig",
+    "SlotConfig",
+    "StationConfig",
+    "TimeoutConfig",
+    "format_loc",
+    "load_config",
+]
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; `problems` lists each one as `path: message`."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s) in the configuration:\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class SlotConfig(_Strict):
+    """One slot of a rig: where its hub's maintenance interface is reached."""
+
+    slot: Annotated[int, Field(ge=1, le=8, description="slot number on the rig, 1-8")]
+    transport: Literal["serial", "usb"] = "serial"
+    port: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="serial: device path or pyserial URL (socket://, rfc2217://); "
+            "usb: USB port path such as 1-1.3",
+        ),
+    ]
+    framing: Literal["console", "raw"] = Field(
+        default="raw", description="serial SMP framing: Zephyr console (base64+CRC16) or raw"
+    )
+    baudrate: Annotated[int, Field(gt=0)] = 115200
+    usb_vendor_id: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    usb_product_id: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    driver: str = Field(default="smp", description="name in the jigd.drivers entry-point group")
+
+    @model_validator(mode="after")
+    def _usb_needs_ids(self) -> SlotConfig:
+        if self.transport == "usb" and (self.usb_vendor_id is None or self.usb_product_id is None):
+            raise ValueError("a usb slot needs usb_vendor_id and usb_product_id")
+        return self
+
+
+class RigConfig(_Strict):
+    """A multi-jig rig: its controller board's serial port and up to 8 slots."""
+
+    rig: Annotated[int, Field(ge=1, description="rig number, unique on the station")]
+    controller: Annotated[str, Field(min_length=1, description="controller serial port or URL")]
+    controller_baudrate: Annotated[int, Field(gt=0)] = 115200
+    slots: Annotated[list[SlotConfig], Field(min_length=1, max_length=8)]
+
+    @model_validator(mode="after")
+    def _unique_slots(self) -> RigConfig:
+        numbers = [s.slot for s in self.slots]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError(f"slot numbers repeat: {sorted(numbers)}")
+        return self
+
+
+class MqttConfig(_Strict):
+    """The broker the logistics system listens on."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    prefix: str = "jigd/v1"
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    keepalive_s: PositiveSeconds = 30.0
+    reconnect_max_s: PositiveSeconds = 30.0
+
+
+class SecretsConfig(_Strict):
+    """Where secrets live. Files, readable only by the service user; never the values here."""
+
+    master_keys_file: Path = Path("/etc/jigd/master-keys.toml")
+
+
+class RetryConfig(_Strict):
+    stage_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    request_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    rig_reconnect_max_s: PositiveSeconds = 30.0
+
+
+class TimeoutConfig(_Strict):
+    request_s: PositiveSeconds = 2.0
+    boot_s: PositiveSeconds = 30.0
+    stage_s: PositiveSeconds = 120.0
+    upload_s: PositiveSeconds = 900.0
+    swap_s: PositiveSeconds = 120.0
+
+
+class StationConfig(_Strict):
+    """The whole configuration of one station."""
+
+    station: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", description="station name")]
+    catalog_dir: Path = Path("/var/lib/jigd/catalog")
+    store_path: Path = Path("/var/lib/jigd/jigd.sqlite3")
+    control_socket: Path = Path("/run/jigd/control.sock")
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+        default=None, description="TCP port of the Prometheus /metrics endpoint; none if unset"
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - scraped from the operations network by design
+        description="address the metrics endpoint listens on",
+    )
+    pilot_models: list[DeviceModelField] = Field(
+        default_factory=list, description="Device Models for which pilot firmware may be selected"
+    )
+    rigs: list[RigConfig] = Field(default_factory=list)
+    mqtt: MqttConfig = MqttConfig()
+    secrets: SecretsConfig = SecretsConfig()
+    retries: RetryConfig = RetryConfig()
+    timeouts: TimeoutConfig = TimeoutConfig()
+
+    @model_validator(mode="after")
+    def _unique_rigs_and_ports(self) -> StationConfig:
+        numbers = [r.rig for r in self.rigs]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError(f"rig numbers repeat: {sorted(numbers)}")
+        seen: dict[str, str] = {}
+        for rig in self.rigs:
+            for where, port in [(f"rig {rig.rig} controller", rig.controller)] + [
+                (f"rig {rig.rig} slot {s.slot}", s.port) for s in rig.slots
+            ]:
+                if port in seen:
+                    raise ValueError(f"port {port!r} is used by both {seen[port]} and {where}")
+                seen[port] = where
+        return self
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """Turn pydantic's location tuple into a key path: ('rigs', 1, 'port') -> rigs[1].port."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def load_config(path: Path) -> StationConfig:
+    """Read and validate a TOML configuration; raise ConfigError naming every problem."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read the file: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"not UTF-8 text at byte {exc.start}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
+    try:
+        config = StationConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{format_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(path, problems) from None
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(config: StationConfig, base: Path) -> StationConfig:
+    """Paths in a config file are relative to the file, not to the working directory."""
+
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    return config.model_copy(
+        update={
+            "catalog_dir": fix(config.catalog_dir),
+            "store_path": fix(config.store_path),
+            "control_socket": fix(config.control_socket),
+            "secrets": config.secrets.model_copy(
+                update={"master_keys_file": fix(config.secrets.master_keys_file)}
+            ),
+        }
+    )

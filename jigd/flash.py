@@ -1,0 +1,224 @@
+"""The flash procedure: one attempt at bringing one identified, authorised hub to its firmware.
+
+Stages (DESIGN.md): `identify -> authorize -> select -> already current? -> unlock -> upload ->
+mark test -> reset -> await boot -> verify -> confirm -> lock -> record`. The slot worker does
+`identify`, `authorize` and `record` (they need the store); this module does the rest, each stage
+named, timed and bounded by a timeout.
+
+Every attempt starts from what the hub reports, not from what we remember: an image already
+active is only confirmed and locked, an image already complete in the secondary slot is not
+uploaded again, and an unfinished upload resumes from the hub's offset. So an attempt cut short by
+a crash, a power loss or a vanished rig is simply run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+from drivers.errors import DriverError, ImageRejected, UnlockRefused
+from drivers.hub_link import HubIdentity, HubLink, ImageSlotState, await_boot
+from firmware_catalog import Catalog, CatalogEntry, CatalogError, SelectionError
+from jigd.config import TimeoutConfig
+from jigd.model import DeviceModel, FirmwareVersion, Outcome, Stage
+from jigd.secrets import MasterKeys
+
+__all__ = ["FlashError", "FlashProcedure", "FlashSuccess", "StageHooks"]
+
+_LOGGER = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Failure codes that no retry can change: the hub is failed at once.
+FINAL_CODES: Final = frozenset(
+    {"model_mismatch", "no_firmware", "newer_than_catalog", "no_master_key", "image_missing"}
+)
+
+
+class FlashError(Exception):
+    """A stage failed. `code` is the Fault Analysis code; `retryable` says if a retry may help."""
+
+    def __init__(self, stage: Stage, code: str, detail: str, *, retryable: bool = True) -> None:
+        super().__init__(f"stage {stage}: {code}: {detail}")
+        self.stage = stage
+        self.code = code
+        self.detail = detail
+        self.retryable = retryable and code not in FINAL_CODES
+
+
+@dataclass(frozen=True, slots=True)
+class FlashSuccess:
+    """The hub runs the catalog entry's image, verified, confirmed and locked."""
+
+    entry: CatalogEntry
+    flashed: bool  # False: the image was already active and confirmed before this attempt
+    bytes_uploaded: int
+    resumed_from: int
+
+
+async def _nothing_uploaded(bytes_sent: int, resumed_from: int) -> None:
+    return None
+
+
+@dataclass
+class StageHooks:
+    """Callbacks to the slot worker: stage changes, upload progress, stage durations."""
+
+    on_stage: Callable[[Stage], None] = lambda stage: None
+    on_progress: Callable[[int, int], None] = lambda done, total: None
+    on_stage_done: Callable[[Stage, float], None] = lambda stage, seconds: None
+    # Awaited as soon as an upload completes (bytes sent, offset resumed from), so the journal
+    # shows a finished upload even if the attempt is cut short in a later stage.
+    on_uploaded: Callable[[int, int], Awaitable[None]] = field(default=_nothing_uploaded)
+
+
+def select_firmware(
+    catalog: Catalog,
+    identity: HubIdentity,
+    pilot_models: Collection[DeviceModel],
+) -> CatalogEntry:
+    """Stage `select`: the latest selectable entry for the hub's Device Model, or a FlashError."""
+    try:
+        return catalog.select(identity.model, identity.firmware_version, pilot_models)
+    except SelectionError as exc:
+        raise FlashError(Stage.SELECT, str(exc.code), exc.detail, retryable=False) from exc
+
+
+def outcome_of(from_version: FirmwareVersion, success: FlashSuccess) -> Outcome:
+    """`reflashed` when the firmware changed during this batch, else `already_current`."""
+    changed = from_version != success.entry.firmware_version or success.flashed
+    return Outcome.REFLASHED if changed else Outcome.ALREADY_CURRENT
+
+
+class FlashProcedure:
+    """Runs the stages from `select` to `lock` on one hub, for one attempt."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        master_keys: MasterKeys,
+        pilot_models: Collection[DeviceModel],
+        timeouts: TimeoutConfig,
+        label: str,
+        hooks: StageHooks | None = None,
+    ) -> None:
+        self._catalog = catalog
+        self._master_keys = master_keys
+        self._pilot_models = pilot_models
+        self._timeouts = timeouts
+        self._label = label
+        self._hooks = hooks or StageHooks()
+        self.bytes_uploaded = 0  # image bytes put on the link by this attempt, resends included
+
+    async def run(self, link: HubLink, identity: HubIdentity) -> FlashSuccess:
+        """Bring the hub to its selected firmware. Raises FlashError naming the failed stage."""
+        self._hooks.on_stage(Stage.SELECT)
+        entry = select_firmware(self._catalog, identity, self._pilot_models)
+        sha = bytes.fromhex(entry.sha256)
+        states = await self._stage(Stage.CHECK_CURRENT, self._timeouts.stage_s, link.image_state())
+        active = _active(states)
+        if active is not None and active.hash == sha and active.confirmed:
+            # Already current (or finished before an interruption): verify, make sure it is locked.
+            self._verify(active, entry)
+            if not identity.locked:
+                await self._stage(Stage.LOCK, self._timeouts.stage_s, link.lock())
+            return FlashSuccess(entry, flashed=False, bytes_uploaded=0, resumed_from=0)
+
+        if identity.locked:
+            await self._stage(Stage.UNLOCK, self._timeouts.stage_s, self._unlock(link, identity))
+        uploaded, resumed_from, flashed = 0, 0, False
+        if active is None or active.hash != sha:
+            secondary = next((s for s in states if not s.active and s.hash == sha), None)
+            if secondary is None:
+                uploaded, resumed_from = await self._stage(
+                    Stage.UPLOAD, self._timeouts.upload_s, self._upload(link, entry)
+                )
+                await self._hooks.on_uploaded(uploaded, resumed_from)
+            if secondary is None or not secondary.pending:
+                await self._stage(Stage.MARK_TEST, self._timeouts.stage_s, link.mark_test(sha))
+            await self._stage(Stage.RESET, self._timeouts.stage_s, link.reset())
+            boot_s = self._timeouts.boot_s + self._timeouts.swap_s
+            await self._stage(Stage.AWAIT_BOOT, boot_s, await_boot(link, timeout_s=boot_s))
+            flashed = True
+        states = await self._stage(Stage.VERIFY, self._timeouts.stage_s, link.image_state())
+        active = _active(states)
+        if active is None:
+            raise FlashError(Stage.VERIFY, "no_active_image", "the hub reports no active image")
+        self._verify(active, entry)
+        if not active.confirmed:
+            await self._stage(Stage.CONFIRM, self._timeouts.stage_s, link.confirm())
+        await self._stage(Stage.LOCK, self._timeouts.stage_s, link.lock())
+        return FlashSuccess(
+            entry, flashed=flashed, bytes_uploaded=uploaded, resumed_from=resumed_from
+        )
+
+    def _verify(self, active: ImageSlotState, entry: CatalogEntry) -> None:
+        sha = bytes.fromhex(entry.sha256)
+        if active.hash == sha and active.version == entry.firmware_version:
+            return
+        if active.hash != sha:
+            raise FlashError(
+                Stage.VERIFY,
+                "image_rejected",
+                f"the hub booted image {active.hash.hex()[:16]}... version {active.version}, "
+                f"not {entry.describe()} ({entry.sha256[:16]}...): the bootloader refused it",
+            )
+        raise FlashError(
+            Stage.VERIFY,
+            "version_mismatch",
+            f"the active image has the catalog's hash but reports version {active.version}, "
+            f"not {entry.firmware_version}",
+            retryable=False,
+        )
+
+    async def _unlock(self, link: HubLink, identity: HubIdentity) -> None:
+        key = self._master_keys.for_manufacturer(identity.model.manufacturer)
+        if key is None:
+            raise FlashError(
+                Stage.UNLOCK,
+                "no_master_key",
+                f"no unlock master key for manufacturer {identity.model.manufacturer_hex} in "
+                f"{self._master_keys.source}",
+                retryable=False,
+            )
+        await link.unlock(key.reveal())
+
+    async def _upload(self, link: HubLink, entry: CatalogEntry) -> tuple[int, int]:
+        """Upload the entry's image (re-verified by sha256 first); (bytes sent, resumed from)."""
+        try:
+            image = await asyncio.to_thread(self._catalog.image, entry)
+        except CatalogError as exc:
+            raise FlashError(Stage.UPLOAD, "image_missing", str(exc), retryable=False) from exc
+        result = await link.upload(image.data, self._hooks.on_progress)
+        self.bytes_uploaded += result.bytes_sent
+        return result.bytes_sent, result.resumed_from
+
+    async def _stage(self, stage: Stage, timeout_s: float, work: Awaitable[T]) -> T:
+        """Run one stage's work under its timeout, turning driver errors into FlashError."""
+        self._hooks.on_stage(stage)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = await work
+        except FlashError:
+            raise
+        except TimeoutError as exc:
+            raise FlashError(stage, "timeout", f"no result within {timeout_s:g} s") from exc
+        except UnlockRefused as exc:
+            raise FlashError(stage, exc.code, str(exc)) from exc
+        except ImageRejected as exc:
+            raise FlashError(stage, exc.code, str(exc)) from exc
+        except DriverError as exc:
+            raise FlashError(stage, exc.code, str(exc)) from exc
+        self._hooks.on_stage_done(stage, time.monotonic() - started)
+        _LOGGER.debug("%s: stage %s done", self._label, stage)
+        return result
+
+
+def _active(states: list[ImageSlotState]) -> ImageSlotState | None:
+    return next((s for s in states if s.active), None)

@@ -1,0 +1,141 @@
+"""One rig: its controller board connection, kept up with capped backoff, and its slot workers.
+
+The supervisor opens the rig controller, reads which slots hold a hub, and forwards insert and
+remove events to the slot workers. When the controller stops answering (port gone, no reply to
+the health check) the rig is marked down, every slot's work is interrupted (resumable), and the
+supervisor reconnects with capped exponential backoff and jitter. Other rigs are never affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Final
+
+from drivers.errors import RigClosed, RigError
+from drivers.rig_controller import RigController, RigEvent, RigEventKind
+from jigd.config import RigConfig
+from jigd.model import LedColour
+from jigd.slot import SlotDeps, SlotWorker
+
+__all__ = ["RigSupervisor"]
+
+_LOGGER = logging.getLogger(__name__)
+
+HEALTH_INTERVAL_S: Final = 1.0  # PING period while the rig is up
+BACKOFF_FIRST_S: Final = 0.2
+RIG_COMMAND_TIMEOUT_S: Final = 1.0
+
+
+class RigSupervisor:
+    """Owns one rig's controller connection and its slot workers' view of the rig."""
+
+    def __init__(
+        self,
+        config: RigConfig,
+        deps: SlotDeps,
+        *,
+        backoff_max_s: float,
+        on_rig_state: Callable[[int, bool], None] = lambda rig, up: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._backoff_max_s = backoff_max_s
+        self._on_rig_state = on_rig_state
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._controller: RigController | None = None
+        self._lost = asyncio.Event()
+        self._up = False
+        self.workers = {s.slot: SlotWorker(self, s, deps) for s in config.slots}
+
+    @property
+    def rig(self) -> int:
+        return self._config.rig
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    # -- RigPort, for the slot workers -------------------------------------------------------
+
+    async def power(self, slot: int, on: bool) -> None:
+        await self._require().power(slot, on)
+
+    async def led(self, slot: int, colour: LedColour) -> None:
+        await self._require().led(slot, colour)
+
+    def _require(self) -> RigController:
+        controller = self._controller
+        if controller is None or controller.is_closed:
+            raise RigClosed(f"rig{self.rig}", "the rig controller is not connected")
+        return controller
+
+    # -- the supervising task ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep the controller connected for ever; mark the rig down while it is not."""
+        delay = BACKOFF_FIRST_S
+        while True:
+            try:
+                await self._connect_and_serve()
+                delay = BACKOFF_FIRST_S  # it was up: start backing off afresh
+            except RigError as exc:
+                _LOGGER.warning("rig %d: %s", self.rig, exc)
+            self._mark_down()
+            wait = min(delay, self._backoff_max_s) * (0.5 + self._rng.random() / 2)
+            _LOGGER.info("rig %d: reconnecting in %.2f s", self.rig, wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, self._backoff_max_s)
+
+    async def _connect_and_serve(self) -> None:
+        self._lost.clear()
+        controller = await RigController.open(
+            self._config.controller,
+            self._config.controller_baudrate,
+            name=f"rig{self.rig}",
+            timeout_s=RIG_COMMAND_TIMEOUT_S,
+            on_event=self._event,
+            on_lost=lambda error: self._lost.set(),
+        )
+        self._controller = controller
+        try:
+            presence = await controller.presence()
+            self._up = True
+            self._on_rig_state(self.rig, True)
+            _LOGGER.info("rig %d: up, presence %s", self.rig, _bits(presence))
+            for slot, worker in self.workers.items():
+                present = slot <= len(presence) and presence[slot - 1]
+                worker.rig_up(present)
+                if not present:
+                    await controller.led(slot, LedColour.OFF)
+            while not self._lost.is_set():
+                try:
+                    async with asyncio.timeout(HEALTH_INTERVAL_S):
+                        await self._lost.wait()
+                except TimeoutError:
+                    await controller.ping()
+            raise RigClosed(f"rig{self.rig}", "controller connection lost")
+        finally:
+            self._controller = None
+            await controller.close()
+
+    def _event(self, event: RigEvent) -> None:
+        worker = self.workers.get(event.slot)
+        if worker is None:
+            _LOGGER.warning("rig %d: event for unconfigured slot %d", self.rig, event.slot)
+            return
+        worker.presence(event.kind is RigEventKind.INSERT)
+
+    def _mark_down(self) -> None:
+        if self._up:
+            _LOGGER.error("rig %d: down", self.rig)
+            self._on_rig_state(self.rig, False)
+        self._up = False
+        for worker in self.workers.values():
+            worker.rig_down()
+
+
+def _bits(presence: tuple[bool, ...]) -> str:
+    return "".join("1" if p else "0" for p in presence)

@@ -1,0 +1,485 @@
+"""One slot of a rig: the worker that takes each hub put in it through the flash procedure.
+
+A `SlotWorker` waits until its rig is up and a hub is present, then handles that hub once:
+identify, authorize against the open batches, then attempts of the flash procedure, power
+cycling the slot before each retry, until the hub is `reflashed`, `already_current` or
+`failed`. The result is committed to the store before the LED turns green or red. A hub that
+stays in its slot afterwards is not handled again until it is taken out.
+
+If the rig goes away, or the hub is pulled, while an attempt runs, the attempt is interrupted,
+not failed: the GUID is resumed when the hub is seen again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+from drivers.errors import DriverError, RigError
+from drivers.hub_link import HubIdentity, HubLink, LinkOptions, await_boot
+from drivers.registry import HubDriver
+from firmware_catalog import Catalog
+from jigd.config import RetryConfig, SlotConfig, TimeoutConfig
+from jigd.flash import FlashError, FlashProcedure, FlashSuccess, StageHooks, outcome_of
+from jigd.model import DeviceModel, Guid, LedColour, Outcome, SlotState, Stage
+from jigd.secrets import MasterKeys
+from jigd.store import BatchRef, GuidResult, GuidStatus, Store, StoreError
+
+__all__ = ["LinkStats", "SlotDeps", "SlotStatus", "SlotWorker"]
+
+_LOGGER = logging.getLogger(__name__)
+
+POWER_OFF_S: Final = 0.5  # how long a slot stays unpowered in a power cycle
+IDENTIFY_ATTEMPTS: Final = 3
+PROGRESS_STEP: Final = 0.5  # percent: smaller progress changes are not reported
+_STAGE_ORDER: Final = {stage: index for index, stage in enumerate(Stage)}
+
+
+class RigPort(Protocol):
+    """What a slot needs from its rig: power and LED of its own slot."""
+
+    @property
+    def rig(self) -> int: ...
+
+    async def power(self, slot: int, on: bool) -> None: ...
+
+    async def led(self, slot: int, colour: LedColour) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStatus:
+    """What a slot is doing, for the control API, MQTT and metrics."""
+
+    rig: int
+    slot: int
+    state: SlotState = SlotState.OFFLINE
+    guid: Guid | None = None
+    batch_id: str | None = None
+    stage: Stage | None = None
+    progress: float = 0.0  # percent of the upload
+    attempts: int = 0
+    outcome: Outcome | None = None
+    detail: str = ""
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class SlotDeps:
+    """What every slot worker of a station shares."""
+
+    store: Store
+    catalog: Callable[[], Catalog]  # the current catalog (it may be reloaded)
+    master_keys: MasterKeys
+    driver: HubDriver
+    pilot_models: Collection[DeviceModel]
+    timeouts: TimeoutConfig
+    retries: RetryConfig
+    on_status: Callable[[SlotStatus], None] = lambda status: None
+    on_rejected: Callable[[Guid, int, int, str], None] = lambda guid, rig, slot, reason: None
+    on_stage_time: Callable[[Stage, float], None] = lambda stage, seconds: None
+    on_result: Callable[[GuidResult, float], None] = lambda result, seconds: None
+    on_link_stats: Callable[[int, LinkStats], None] = lambda rig, stats: None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    """What one hub link did, reported when it closes: for the link metrics."""
+
+    bytes_uploaded: int
+    errors: Mapping[str, int]
+    bytes_dropped: int
+
+
+class _InterruptedError(Exception):
+    """The rig stopped answering, or another hub answered: not the hub's fault."""
+
+
+class SlotWorker:
+    """The task of one slot. `run()` is owned by the station's TaskGroup."""
+
+    def __init__(self, rig: RigPort, config: SlotConfig, deps: SlotDeps) -> None:
+        self._rig = rig
+        self._config = config
+        self._deps = deps
+        self._label = f"rig{rig.rig}/slot{config.slot}"
+        self._status = SlotStatus(rig.rig, config.slot)
+        self._rig_up = False
+        self._present = False
+        self._changed = asyncio.Event()
+        self._handler: asyncio.Task[None] | None = None
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def status(self) -> SlotStatus:
+        return self._status
+
+    # -- called by the rig supervisor ------------------------------------------------------
+
+    def rig_up(self, present: bool) -> None:
+        self._rig_up = True
+        self._present = present
+        self._set(state=SlotState.EMPTY if not present else self._status.state)
+        self._changed.set()
+
+    def rig_down(self) -> None:
+        self._rig_up = False
+        self._set(state=SlotState.OFFLINE, stage=None)
+        self._interrupt("rig down")
+        self._changed.set()
+
+    def presence(self, present: bool) -> None:
+        if present == self._present:
+            return
+        self._present = present
+        if not present:
+            self._interrupt("hub taken out")
+            self._set(
+                state=SlotState.EMPTY,
+                guid=None,
+                batch_id=None,
+                stage=None,
+                progress=0.0,
+                attempts=0,
+                outcome=None,
+                detail="",
+            )
+        self._changed.set()
+
+    # -- the task ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Handle each hub put in the slot, once, for ever."""
+        while True:
+            await self._wait_for(lambda: self._rig_up and self._present)
+            handler = asyncio.ensure_future(self._handle_hub())
+            self._handler = handler
+            try:
+                await handler
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the station is stopping
+                continue  # interrupted: handle the hub again once the rig/hub is back
+            except _InterruptedError as exc:
+                self._set(state=SlotState.ATTENTION, stage=None, detail=str(exc))
+                await self._led(LedColour.BLINK)
+                _LOGGER.warning(
+                    "%s: %s; the hub is handled again when the rig answers", self._label, exc
+                )
+                await self._wait_for(lambda: not self._rig_up or not self._present)
+                continue
+            except StoreError as exc:
+                # The store refused (the same GUID in two slots, a batch closed under it):
+                # this hub needs a person; the other slots go on.
+                self._set(state=SlotState.ATTENTION, stage=None, detail=str(exc))
+                await self._led(LedColour.RED)
+                _LOGGER.error("%s: %s; set this hub aside", self._label, exc)  # noqa: TRY400
+                await self._wait_for(lambda: not self._present or not self._rig_up)
+                continue
+            except Exception:
+                # A bug must cost one hub, never the station: log it in full, flag the slot.
+                _LOGGER.exception("%s: unexpected error; the slot needs attention", self._label)
+                self._set(state=SlotState.ATTENTION, stage=None, detail="internal error, see log")
+                await self._led(LedColour.BLINK)
+                await self._wait_for(lambda: not self._present or not self._rig_up)
+                continue
+            finally:
+                self._handler = None
+            # Done with this hub: never flash it again while it stays in the slot.
+            await self._wait_for(lambda: not self._present or not self._rig_up)
+
+    async def _wait_for(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _interrupt(self, reason: str) -> None:
+        handler = self._handler
+        if handler is not None and not handler.done():
+            _LOGGER.info("%s: %s; the hub's work is interrupted", self._label, reason)
+            handler.cancel(reason)
+
+    def _set(self, **changes: object) -> None:
+        status = replace(self._status, **changes)  # type: ignore[arg-type]  # SlotStatus fields
+        if status.state != self._status.state:
+            status = replace(status, since=time.monotonic())
+        self._status = status
+        self._deps.on_status(status)
+
+    async def _led(self, colour: LedColour) -> None:
+        try:
+            await self._rig.led(self._config.slot, colour)
+        except RigError as exc:
+            _LOGGER.warning("%s: LED %s not set: %s", self._label, colour, exc)
+
+    # -- one hub -----------------------------------------------------------------------------
+
+    async def _handle_hub(self) -> None:
+        self._set(state=SlotState.BUSY, stage=Stage.IDENTIFY, progress=0.0, detail="")
+        await self._led(LedColour.AMBER)
+        identity = await self._identify()
+        if identity is None:
+            self._set(state=SlotState.ATTENTION, stage=None, detail="the hub does not answer")
+            await self._led(LedColour.BLINK)
+            return
+        guid = identity.guid
+        self._set(guid=guid)
+        ref = await self._deps.store.find_open_batch(guid)
+        if ref is None:
+            await self._reject(guid, "not_in_batch")
+            return
+        self._set(batch_id=ref.batch_id)
+        if ref.status is GuidStatus.FINAL and ref.outcome is not None:
+            # Put back after it was done: show its outcome again, never flash it twice.
+            _LOGGER.info("%s: %s already has outcome %s", self._label, guid, ref.outcome)
+            await self._finish(ref.outcome, detail="already done in this batch")
+            return
+        await self._attempts(ref, identity)
+
+    async def _identify(self) -> HubIdentity | None:
+        """Open the link and identify the hub, power cycling between tries."""
+        for attempt in range(1, IDENTIFY_ATTEMPTS + 1):
+            try:
+                async with await self._open() as link:
+                    try:
+                        # A hub just put in (or powered) is still booting: poll until it answers.
+                        return await await_boot(link, timeout_s=self._deps.timeouts.boot_s)
+                    finally:
+                        self._report_link(link, 0)
+            except DriverError as exc:
+                _LOGGER.warning("%s: identify failed (try %d): %s", self._label, attempt, exc)
+            if attempt < IDENTIFY_ATTEMPTS:
+                await self._power_cycle()
+        return None
+
+    async def _open(self) -> HubLink:
+        options = LinkOptions(
+            timeout_s=self._deps.timeouts.request_s,
+            request_retries=self._deps.retries.request_retries,
+        )
+        return await self._deps.driver(self._config, name=self._label, options=options)
+
+    async def _reject(self, guid: Guid, reason: str) -> None:
+        """A hub in no open batch: never unlocked or written; RED, alert, station record."""
+        await self._deps.store.record_rejected(guid, self._rig.rig, self._config.slot, reason)
+        self._deps.on_rejected(guid, self._rig.rig, self._config.slot, reason)
+        _LOGGER.warning("%s: hub %s rejected: %s", self._label, guid, reason)
+        self._set(state=SlotState.REJECTED, stage=None, detail=reason)
+        await self._led(LedColour.RED)
+
+    async def _attempts(self, ref: BatchRef, identity: HubIdentity) -> None:
+        """Attempts of the flash procedure until success, a final failure or the attempt limit."""
+        store = self._deps.store
+        started = datetime.now(UTC)
+        t0 = time.monotonic()
+        failure: FlashError | None = None
+        link_errors: list[str] = []
+        for tries in range(1, self._deps.retries.stage_attempts + 1):
+            attempt = await store.begin_attempt(
+                ref.batch_id,
+                identity.guid,
+                self._rig.rig,
+                self._config.slot,
+                model=identity.model,
+                from_version=identity.firmware_version,
+            )
+            self._set(attempts=attempt, stage=Stage.AUTHORIZE)
+            try:
+                self._authorize(ref, identity)
+                success = await self._one_attempt(ref, identity, attempt, link_errors)
+            except (asyncio.CancelledError, _InterruptedError) as exc:
+                # Not the hub's fault (rig gone, hub pulled, jigd stopping): resumable.
+                reason = str(exc.args[0]) if exc.args else "jigd stopping"
+                await asyncio.shield(
+                    store.interrupt_attempt(
+                        ref.batch_id,
+                        identity.guid,
+                        attempt,
+                        stage=self._status.stage or Stage.IDENTIFY,
+                        reason=reason,
+                    )
+                )
+                raise
+            except FlashError as exc:
+                # The Fault Analysis names the furthest stage any attempt reached: a hub that
+                # never boots again fails at await_boot, whatever its later attempts hit first.
+                if failure is None or _STAGE_ORDER[exc.stage] >= _STAGE_ORDER[failure.stage]:
+                    failure = exc
+                if not exc.retryable or tries == self._deps.retries.stage_attempts:
+                    break
+                await store.end_attempt(
+                    ref.batch_id,
+                    identity.guid,
+                    attempt,
+                    stage=exc.stage,
+                    error_code=exc.code,
+                    error_detail=exc.detail,
+                )
+                _LOGGER.warning(
+                    "%s: attempt %d failed: %s; power cycling", self._label, attempt, exc
+                )
+                identity = await self._recover(identity)
+                continue
+            await self._record(await self._result(ref, identity, attempt, success), t0)
+            return
+        if failure is None:  # pragma: no cover - the loop runs at least once
+            raise RuntimeError("no attempt was made")
+        state = await store.guid_state(ref.batch_id, identity.guid)
+        result = GuidResult(
+            batch_id=ref.batch_id,
+            guid=identity.guid,
+            outcome=Outcome.FAILED,
+            rig=self._rig.rig,
+            slot=self._config.slot,
+            attempts=attempt,
+            started=state.started or started,
+            finished=datetime.now(UTC),
+            model=identity.model,
+            from_version=state.from_version or identity.firmware_version,
+            failure_stage=failure.stage,
+            failure_code=failure.code,
+            failure_detail=failure.detail,
+            last_link_errors=tuple(link_errors[-5:]),
+        )
+        await self._record(result, t0)
+
+    @staticmethod
+    def _authorize(ref: BatchRef, identity: HubIdentity) -> None:
+        """Stage `authorize`: the hub must be the Device Model its batch lists."""
+        if ref.declared_model is not None and ref.declared_model != identity.model:
+            raise FlashError(
+                Stage.AUTHORIZE,
+                "model_mismatch",
+                f"the hub identifies as Device Model {identity.model}; batch {ref.batch_id} "
+                f"lists it as {ref.declared_model}",
+                retryable=False,
+            )
+
+    async def _result(
+        self, ref: BatchRef, identity: HubIdentity, attempt: int, success: FlashSuccess
+    ) -> GuidResult:
+        """The success result; `from_version` is what the hub arrived with in this batch."""
+        state = await self._deps.store.guid_state(ref.batch_id, identity.guid)
+        arrived = state.from_version or identity.firmware_version
+        return GuidResult(
+            batch_id=ref.batch_id,
+            guid=identity.guid,
+            outcome=outcome_of(arrived, success),
+            rig=self._rig.rig,
+            slot=self._config.slot,
+            attempts=attempt,
+            started=state.started or datetime.now(UTC),
+            finished=datetime.now(UTC),
+            model=identity.model,
+            from_version=arrived,
+            to_version=success.entry.firmware_version,
+            image_sha256=success.entry.sha256,
+        )
+
+    async def _one_attempt(
+        self, ref: BatchRef, identity: HubIdentity, attempt: int, link_errors: list[str]
+    ) -> FlashSuccess:
+        store = self._deps.store
+        last_progress = -PROGRESS_STEP
+
+        def on_stage(stage: Stage) -> None:
+            self._set(stage=stage)
+
+        def on_progress(done: int, total: int) -> None:
+            nonlocal last_progress
+            percent = 100.0 * done / total if total else 100.0
+            if percent - last_progress >= PROGRESS_STEP or done == total:
+                last_progress = percent
+                self._set(progress=percent)
+
+        async def on_uploaded(bytes_sent: int, resumed_from: int) -> None:
+            detail = f"uploaded {bytes_sent} bytes, resumed from offset {resumed_from}"
+            await store.record_stage(ref.batch_id, identity.guid, attempt, Stage.UPLOAD, detail)
+
+        procedure = FlashProcedure(
+            catalog=self._deps.catalog(),
+            master_keys=self._deps.master_keys,
+            pilot_models=self._deps.pilot_models,
+            timeouts=self._deps.timeouts,
+            label=self._label,
+            hooks=StageHooks(
+                on_stage=on_stage,
+                on_progress=on_progress,
+                on_stage_done=self._deps.on_stage_time,
+                on_uploaded=on_uploaded,
+            ),
+        )
+        try:
+            link = await self._open()
+        except DriverError as exc:
+            link_errors.append(str(exc))
+            raise FlashError(Stage.IDENTIFY, exc.code, str(exc)) from exc
+        try:
+            async with link:
+                success = await procedure.run(link, identity)
+        except FlashError as exc:
+            link_errors.extend(f"{k}: {n}" for k, n in sorted(link.link_errors.items()))
+            await store.record_stage(ref.batch_id, identity.guid, attempt, exc.stage, exc.code)
+            raise
+        finally:
+            self._report_link(link, procedure.bytes_uploaded)
+        return success
+
+    def _report_link(self, link: HubLink, bytes_uploaded: int) -> None:
+        stats = LinkStats(bytes_uploaded, dict(link.link_errors), link.bytes_dropped)
+        self._deps.on_link_stats(self._rig.rig, stats)
+
+    async def _recover(self, identity: HubIdentity) -> HubIdentity:
+        """Power cycle before a retry; re-identify (the same GUID must come back)."""
+        self._set(stage=Stage.IDENTIFY, progress=0.0)
+        await self._power_cycle()
+        try:
+            async with await self._open() as link:
+                boot_s = self._deps.timeouts.boot_s + self._deps.timeouts.swap_s
+                again = await await_boot(link, timeout_s=boot_s)
+        except DriverError as exc:
+            _LOGGER.warning("%s: hub silent after power cycle: %s", self._label, exc)
+            return identity  # the next attempt fails at its first stage and is counted
+        if again.guid != identity.guid:
+            _LOGGER.error(
+                "%s: a different hub %s answered after power cycling %s",
+                self._label,
+                again.guid,
+                identity.guid,
+            )
+            raise _InterruptedError(f"hub {identity.guid} was replaced by {again.guid}")
+        return again
+
+    async def _power_cycle(self) -> None:
+        slot = self._config.slot
+        try:
+            await self._rig.power(slot, False)
+            await asyncio.sleep(POWER_OFF_S)
+            await self._rig.power(slot, True)
+        except RigError as exc:
+            raise _InterruptedError(f"cannot power cycle the slot: {exc}") from exc
+
+    async def _record(self, result: GuidResult, t0: float) -> None:
+        """Durable first, then the LED and everyone else."""
+        await asyncio.shield(self._deps.store.record_result(result))
+        self._deps.on_result(result, time.monotonic() - t0)
+        await self._finish(result.outcome, detail=result.failure_code or "")
+
+    async def _finish(self, outcome: Outcome, *, detail: str) -> None:
+        failed = outcome is Outcome.FAILED
+        self._set(
+            state=SlotState.FAILED if failed else SlotState.DONE,
+            stage=None,
+            outcome=outcome,
+            detail=detail,
+            progress=0.0 if failed else 100.0,
+        )
+        await self._led(LedColour.RED if failed else LedColour.GREEN)

@@ -1,0 +1,198 @@
+"""The station: one store, one catalog, every rig and slot of the config, under one owner.
+
+`Station.run()` opens the store (recovering hubs left mid-flash), the catalog and the secrets,
+then runs every rig supervisor and slot worker, the event-loop lag monitor (`jigd.looplag`) and
+the control API in one TaskGroup until it is cancelled. A slot's or a rig's trouble stays its
+own: workers catch what they can handle and a rig that goes away is reconnected while the others
+keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Final
+
+from drivers.registry import HubDriver, load_driver
+from firmware_catalog import Catalog
+from jigd.config import StationConfig
+from jigd.looplag import LoopLagMonitor
+from jigd.model import Guid, Outcome, SlotState, Stage
+from jigd.rig import RigSupervisor
+from jigd.secrets import MasterKeys, load_master_keys
+from jigd.slot import LinkStats, SlotDeps, SlotStatus
+from jigd.store import GuidResult
+from jigd.store.sqlite import SqliteStore
+
+__all__ = ["Station", "StationObserver"]
+
+_LOGGER = logging.getLogger(__name__)
+
+RATE_WINDOW: Final = 50  # recent results used for the throughput estimate (ETA)
+
+
+@dataclass
+class StationObserver:
+    """Hooks for the interfaces that watch a station (control API, MQTT, metrics)."""
+
+    on_slot: Callable[[SlotStatus], None] = lambda status: None
+    on_rig: Callable[[int, bool], None] = lambda rig, up: None
+    on_result: Callable[[GuidResult, float], None] = lambda result, seconds: None
+    on_rejected: Callable[[Guid, int, int, str], None] = lambda guid, rig, slot, reason: None
+    on_stage_time: Callable[[Stage, float], None] = lambda stage, seconds: None
+    on_link_stats: Callable[[int, LinkStats], None] = lambda rig, stats: None
+
+
+@dataclass
+class _Throughput:
+    finished: deque[float] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
+
+    def add(self) -> None:
+        self.finished.append(time.monotonic())
+
+    def per_second(self) -> float | None:
+        if len(self.finished) < 2:
+            return None
+        span = self.finished[-1] - self.finished[0]
+        return (len(self.finished) - 1) / span if span > 0 else None
+
+
+class Station:
+    """Everything one jigd process drives."""
+
+    def __init__(
+        self,
+        config: StationConfig,
+        *,
+        driver: HubDriver | None = None,
+        master_keys: MasterKeys | None = None,
+        observers: list[StationObserver] | None = None,
+    ) -> None:
+        self.config = config
+        self._driver = driver
+        self._master_keys = master_keys
+        self._observers = observers or []
+        self._store: SqliteStore | None = None
+        self._catalog: Catalog | None = None
+        self.rigs: list[RigSupervisor] = []
+        self.throughput = _Throughput()
+        self.loop_lag = LoopLagMonitor()
+        self.ready = asyncio.Event()
+        self.started = time.monotonic()
+
+    @property
+    def store(self) -> SqliteStore:
+        if self._store is None:
+            raise RuntimeError("the station is not running")
+        return self._store
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise RuntimeError("the station is not running")
+        return self._catalog
+
+    def add_observer(self, observer: StationObserver) -> None:
+        self._observers.append(observer)
+
+    def reload_catalog(self) -> int:
+        """Re-read the catalog (SIGHUP, control API); the old one stays if the new one is bad."""
+        self.catalog.reload()
+        return len(self.catalog.entries())
+
+    def slots(self) -> list[SlotStatus]:
+        return [w.status for rig in self.rigs for w in rig.workers.values()]
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until cancelled."""
+        config = self.config
+        async with AsyncExitStack() as stack:
+            store = await SqliteStore.open(config.store_path)
+            stack.push_async_callback(store.close)
+            self._store = store
+            interrupted = await store.recover_interrupted()
+            if interrupted:
+                _LOGGER.warning("%d hub(s) were mid-flash and will resume", len(interrupted))
+            self._catalog = await asyncio.to_thread(Catalog.open, config.catalog_dir)
+            master_keys = self._master_keys
+            if master_keys is None:
+                master_keys = await asyncio.to_thread(
+                    load_master_keys, config.secrets.master_keys_file
+                )
+            driver = self._driver or load_driver("smp")
+            deps = SlotDeps(
+                store=store,
+                catalog=lambda: self.catalog,
+                master_keys=master_keys,
+                driver=driver,
+                pilot_models=frozenset(config.pilot_models),
+                timeouts=config.timeouts,
+                retries=config.retries,
+                on_status=self._slot_changed,
+                on_rejected=self._rejected,
+                on_stage_time=self._stage_time,
+                on_result=self._result,
+                on_link_stats=self._link_stats,
+            )
+            self.rigs = [
+                RigSupervisor(
+                    rig,
+                    deps,
+                    backoff_max_s=config.retries.rig_reconnect_max_s,
+                    on_rig_state=self._rig_changed,
+                )
+                for rig in config.rigs
+            ]
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.loop_lag.run(), name="loop-lag")
+                for rig in self.rigs:
+                    tasks.create_task(rig.run(), name=f"rig{rig.rig}")
+                    for worker in rig.workers.values():
+                        tasks.create_task(worker.run(), name=worker.label)
+                self.ready.set()
+                _LOGGER.info(
+                    "station %s: %d rig(s), %d slot(s) running",
+                    config.station,
+                    len(self.rigs),
+                    sum(len(r.workers) for r in self.rigs),
+                )
+                if on_ready is not None:
+                    on_ready()
+                # Run until cancelled, even with no rigs configured (the API still serves).
+                await asyncio.get_running_loop().create_future()
+
+    def busy_slots(self) -> int:
+        return sum(1 for s in self.slots() if s.state is SlotState.BUSY)
+
+    # -- fan-out to observers --------------------------------------------------------------------
+
+    def _slot_changed(self, status: SlotStatus) -> None:
+        for observer in self._observers:
+            observer.on_slot(status)
+
+    def _rig_changed(self, rig: int, up: bool) -> None:
+        for observer in self._observers:
+            observer.on_rig(rig, up)
+
+    def _result(self, result: GuidResult, seconds: float) -> None:
+        if result.outcome is not Outcome.NOT_RECEIVED:
+            self.throughput.add()
+        for observer in self._observers:
+            observer.on_result(result, seconds)
+
+    def _rejected(self, guid: Guid, rig: int, slot: int, reason: str) -> None:
+        for observer in self._observers:
+            observer.on_rejected(guid, rig, slot, reason)
+
+    def _link_stats(self, rig: int, stats: LinkStats) -> None:
+        for observer in self._observers:
+            observer.on_link_stats(rig, stats)
+
+    def _stage_time(self, stage: Stage, seconds: float) -> None:
+        for observer in self._observers:
+            observer.on_stage_time(stage, seconds)

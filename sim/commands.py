@@ -1,0 +1,359 @@
+"""The `jigsim bound`, `jigsim pallet` and `jigsim serve` subcommands.
+
+Each `add_*_parser(commands)` adds one subcommand whose `func` runs it and returns the exit
+code: 0 success, 1 operational failure, 2 bad usage or bad input (with a message naming the
+file and field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from jigd.model import DeviceModel, FirmwareVersion, IdentifierError
+
+if TYPE_CHECKING:
+    from sim.timing import Timing
+
+__all__ = ["add_bound_parser", "add_pallet_parser", "add_serve_parser", "add_sim_parsers"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_BAD_INPUT: Final = 2
+
+_Commands = argparse._SubParsersAction  # argparse does not export the type of add_subparsers
+
+
+def _models(text: str) -> list[DeviceModel]:
+    try:
+        return [DeviceModel.parse(part) for part in text.split(",")]
+    except IdentifierError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _latest(text: str) -> dict[str, FirmwareVersion]:
+    """`04000007` for every model, or `1086/57310102=04000007,...` per model."""
+    result: dict[str, FirmwareVersion] = {}
+    try:
+        for part in text.split(","):
+            model, sep, version = part.partition("=")
+            if sep:
+                result[str(DeviceModel.parse(model))] = FirmwareVersion.parse(version)
+            else:
+                result["*"] = FirmwareVersion.parse(model)
+    except IdentifierError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return result
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+# ---- bound ------------------------------------------------------------------------------------
+
+
+def _timing_from(args: argparse.Namespace) -> Timing:
+    from sim.timing import Timing
+
+    fields = {
+        name: getattr(args, name)
+        for name in Timing.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return Timing.model_validate(fields)
+
+
+def _add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("timing (defaults: sim.timing.Timing)")
+    group.add_argument("--baud", type=_positive, help="link speed (default 921600)")
+    group.add_argument("--buf-size", dest="buf_size", type=_positive, help="SMP buffer size")
+    group.add_argument("--buf-count", dest="buf_count", type=_positive, help="SMP buffers")
+    group.add_argument("--sector-erase-s", dest="sector_erase_s", type=_seconds)
+    group.add_argument("--page-program-s", dest="page_program_s", type=_seconds)
+    group.add_argument("--swap-s", dest="swap_s", type=_seconds)
+    group.add_argument("--boot-s", dest="boot_s", type=_seconds)
+    group.add_argument("--reset-s", dest="reset_s", type=_seconds)
+
+
+def _bound(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from sim.timing import physical_bound
+
+    try:
+        timing = _timing_from(args)
+    except ValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    bound = physical_bound(args.image_size, timing, args.framing)
+    if args.json:
+        print(json.dumps(bound.as_dict()))
+    else:
+        print(
+            f"image {bound.image_size} bytes at {bound.baud} baud ({bound.framing} framing)\n"
+            f"wire_s  {bound.wire_s:.3f}  (image bytes x 10 / baud)\n"
+            f"flash_s {bound.flash_s:.3f}  (erase every sector, program every page)\n"
+            f"fixed_s {bound.fixed_s:.3f}  (reset + swap + boot)\n"
+            f"total_s {bound.total_s:.3f}  = max(wire_s, flash_s) + fixed_s\n"
+            f"framed_wire_s {bound.framed_wire_s:.3f}  (upload requests on the wire; "
+            "not part of the bound)"
+        )
+    return EXIT_OK
+
+
+def add_bound_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "bound",
+        help="print the physical lower bound of flashing an image",
+        description="Print max(wire_s, flash_s) + fixed_s for an image on a simulated hub "
+        "(docs/simulator.md).",
+    )
+    parser.add_argument("--image-size", type=_positive, required=True, metavar="BYTES")
+    parser.add_argument("--framing", choices=("raw", "console"), default="raw")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_timing_arguments(parser)
+    parser.set_defaults(func=_bound)
+
+
+# ---- pallet -----------------------------------------------------------------------------------
+
+
+def _pallet(args: argparse.Namespace) -> int:
+    from sim.pallet import DEFAULT_LATEST, make_pallet, write_pallet
+
+    models: list[DeviceModel] = args.models
+    given: dict[str, FirmwareVersion] = args.latest
+    latest = {m: given.get(str(m), given.get("*", DEFAULT_LATEST)) for m in models}
+    unknown = set(given) - {"*"} - {str(m) for m in models}
+    if unknown:
+        print(
+            f"error: --latest names {', '.join(sorted(unknown))}, not in --models",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    try:
+        pallet = make_pallet(
+            args.hubs,
+            seed=args.seed,
+            missing=args.missing,
+            extra=args.extra,
+            current=args.current,
+            models=models,
+            latest=latest,
+            fault_profile=args.faults,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    manifest = write_pallet(pallet, args.out, args.manifest)
+    listed = sum(1 for h in pallet.hubs if h.listed)
+    current = sum(1 for h in pallet.hubs if h.firmware_version == latest[h.model])
+    faulty = sum(1 for h in pallet.hubs if h.faults.names())
+    print(args.out)
+    print(manifest)
+    print(
+        f"{len(pallet.hubs)} hubs on the pallet ({len(pallet.hubs) - listed} unlisted, "
+        f"{current} already current, {faulty} with faults); {len(pallet.missing)} listed "
+        "hubs missing",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def add_pallet_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    from sim.pallet import DEFAULT_LATEST, DEFAULT_MODELS
+
+    default_models = ",".join(str(m) for m in DEFAULT_MODELS)
+    parser = commands.add_parser(
+        "pallet",
+        help="write a pallet file and the sending party's manifest",
+        description="Write a pallet (JSON: the hubs physically delivered, their Device Models, "
+        "firmware and faults) and its manifest CSV (guid,manufacturer,model,firmware_version) "
+        "next to it. By default about 2%% of listed hubs are missing, 2%% of the pallet is "
+        "unlisted and 5%% already runs the latest firmware (none of the first two under 10 "
+        "hubs).",
+    )
+    parser.add_argument("--hubs", type=_non_negative, required=True, help="hubs on the pallet")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="pallet JSON")
+    parser.add_argument(
+        "--manifest", type=Path, metavar="FILE", help="manifest CSV (default FILE.manifest.csv)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--missing", type=_non_negative, help="listed hubs not on the pallet")
+    parser.add_argument("--extra", type=_non_negative, help="hubs on the pallet, not listed")
+    parser.add_argument("--current", type=_non_negative, help="hubs already at latest firmware")
+    parser.add_argument(
+        "--models",
+        type=_models,
+        default=_models(default_models),
+        metavar="MODEL[,MODEL...]",
+        help=f"Device Models, hubs spread evenly over them (default {default_models})",
+    )
+    parser.add_argument(
+        "--latest",
+        type=_latest,
+        default={},
+        metavar="VERSION|MODEL=VERSION[,...]",
+        help=f"the latest production firmware per model (default {DEFAULT_LATEST})",
+    )
+    parser.add_argument(
+        "--faults", choices=("none", "light", "harsh"), default="none", help="fault profile"
+    )
+    parser.set_defaults(func=_pallet)
+
+
+# ---- serve ------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from sim.faults import FaultProfile
+    from sim.pallet import PalletError, load_pallet, make_pallet
+    from sim.serve import (
+        KeysError,
+        ServeOptions,
+        TimingFileError,
+        TimingTable,
+        load_timing_table,
+        serve,
+    )
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        base = _timing_from(args)
+        timings = load_timing_table(args.timing, base) if args.timing else TimingTable(base)
+        if args.pallet is not None:
+            pallet = load_pallet(args.pallet)
+        else:
+            pallet = make_pallet(
+                args.hubs if args.hubs is not None else args.rigs * args.slots,
+                seed=args.seed,
+                missing=0,
+                extra=0,
+                current=0,
+            )
+        options = ServeOptions(
+            directory=args.dir,
+            rigs=args.rigs,
+            slots=args.slots,
+            pallet=pallet,
+            timings=timings,
+            framing=args.framing,
+            image_size=args.image_size,
+            seed=args.seed,
+            keys_dir=args.keys,
+            ground_truth=args.ground_truth or args.dir / "ground-truth.json",
+            handling_s=args.handling_s,
+            fault_profile=FaultProfile(args.faults) if args.faults else None,
+            outage_rig=args.outage_rig,
+        )
+        return asyncio.run(serve(options))
+    except (PalletError, KeysError, TimingFileError, ValidationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def add_serve_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    from sim.operator import DEFAULT_HANDLING_S
+    from sim.serve import DEFAULT_SERVE_IMAGE_SIZE
+
+    parser = commands.add_parser(
+        "serve",
+        help="run simulated rigs, hubs and an operator until SIGTERM",
+        description="Publish <DIR>/rig<R>/slot<S> and <DIR>/rig<R>/ctl, feed the pallet's hubs "
+        "into the slots, and run until SIGTERM or SIGINT. Ground truth is written on exit and "
+        "on SIGUSR1.",
+    )
+    parser.add_argument("--dir", type=Path, required=True, help="where the rigs appear")
+    parser.add_argument("--rigs", type=_positive, default=1)
+    parser.add_argument("--slots", type=int, choices=range(1, 9), default=8, metavar="1-8")
+    parser.add_argument("--pallet", type=Path, metavar="FILE", help="from `jigsim pallet`")
+    parser.add_argument(
+        "--hubs",
+        type=_non_negative,
+        help="without --pallet: hubs to make (default: one per slot)",
+    )
+    parser.add_argument(
+        "--faults",
+        choices=("none", "light", "harsh"),
+        help="fault profile for every hub (default: the pallet's own faults)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="keys, images and faults seed")
+    parser.add_argument(
+        "--ground-truth",
+        type=Path,
+        metavar="FILE",
+        help="ground truth JSON, written on exit and on SIGUSR1 (default DIR/ground-truth.json)",
+    )
+    parser.add_argument(
+        "--keys", type=Path, metavar="DIR", help="from `jigsim keys` (default: made from --seed)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_positive,
+        default=DEFAULT_SERVE_IMAGE_SIZE,
+        help=f"size of the hubs' initial images (default {DEFAULT_SERVE_IMAGE_SIZE})",
+    )
+    parser.add_argument("--framing", choices=("raw", "console"), default="raw")
+    parser.add_argument(
+        "--handling-s",
+        type=_seconds,
+        default=DEFAULT_HANDLING_S,
+        help=f"operator time per insert or removal (default {DEFAULT_HANDLING_S})",
+    )
+    parser.add_argument(
+        "--outage-rig",
+        type=_positive,
+        default=1,
+        metavar="R",
+        help="the rig whose ports vanish on SIGUSR2 and come back on the next (default 1)",
+    )
+    parser.add_argument(
+        "--timing", type=Path, metavar="TOML", help="[default] and per-model timing tables"
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    _add_timing_arguments(parser)
+    parser.set_defaults(func=_serve)
+
+
+def add_sim_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
+    """Add `bound`, `pallet` and `serve`."""
+    add_bound_parser(commands)
+    add_pallet_parser(commands)
+    add_serve_parser(commands)

@@ -1,0 +1,112 @@
+"""A simulated operator: feeds hubs from a pallet into free slots and pulls finished ones.
+
+The operator does one thing at a time, and each action (picking up a hub and inserting it,
+pulling one out) takes `handling_s`. A hub is pulled when its slot's LED turns GREEN (done) or
+RED (failed or rejected) after it went in; hubs with any other LED are left in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from jigd.model import LedColour
+from sim.hub import SimHub
+from sim.rig import Rig, SimSlot
+
+__all__ = ["Operator", "Placement"]
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_HANDLING_S: Final = 1.0
+IDLE_RECHECK_S: Final = 0.5  # look at the LEDs again at least this often
+_FINISHED: Final = frozenset({LedColour.GREEN, LedColour.RED})
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the operator put a hub, and the slot's LED count at that moment."""
+
+    rig: Rig
+    slot: SimSlot
+    led_changes: int
+
+
+class Operator:
+    """Moves hubs from `pallet` through the slots of `rigs` to the `removed` pile."""
+
+    def __init__(
+        self,
+        rigs: Sequence[Rig],
+        pallet: Iterable[SimHub],
+        *,
+        handling_s: float = DEFAULT_HANDLING_S,
+    ) -> None:
+        self.rigs = list(rigs)
+        self.pallet: deque[SimHub] = deque(pallet)
+        self.handling_s = handling_s
+        self.placed: dict[SimHub, Placement] = {}
+        self.removed: list[SimHub] = []
+        self._changed = asyncio.Event()
+        for rig in self.rigs:
+            rig.listeners.append(self._changed.set)
+
+    @property
+    def done(self) -> bool:
+        """The pallet is empty and every hub put in a slot has been pulled out."""
+        return not self.pallet and not self.placed
+
+    async def run(self) -> None:
+        """Work until `done` (which may be never, if a slot's LED never finishes)."""
+        try:
+            while not self.done:
+                self._changed.clear()
+                if await self._act():
+                    continue
+                try:
+                    async with asyncio.timeout(IDLE_RECHECK_S):
+                        await self._changed.wait()
+                except TimeoutError:
+                    pass
+            _LOGGER.info("operator: pallet done, %d hubs handled", len(self.removed))
+        finally:
+            for rig in self.rigs:
+                if self._changed.set in rig.listeners:
+                    rig.listeners.remove(self._changed.set)
+
+    async def _act(self) -> bool:
+        """Do the next action, if any: pulling a finished hub comes before inserting one."""
+        for hub, placement in list(self.placed.items()):
+            slot = placement.slot
+            if (
+                placement.rig.present
+                and slot.hub is hub
+                and slot.led in _FINISHED
+                and slot.led_changes > placement.led_changes
+            ):
+                await asyncio.sleep(self.handling_s)
+                await placement.rig.remove(slot.number)
+                del self.placed[hub]
+                self.removed.append(hub)
+                _LOGGER.info("operator: pulled %s (%s) from %s", hub.name, slot.led, slot.name)
+                return True
+        if self.pallet:
+            for rig in self.rigs:
+                for slot in rig.slots:
+                    if _free(rig, slot):
+                        await asyncio.sleep(self.handling_s)
+                        if not _free(rig, slot):
+                            return True  # things changed while picking the hub up
+                        hub = self.pallet.popleft()
+                        rig.insert(slot.number, hub)
+                        self.placed[hub] = Placement(rig, slot, slot.led_changes)
+                        return True
+        return False
+
+
+def _free(rig: Rig, slot: SimSlot) -> bool:
+    return rig.present and slot.hub is None

@@ -1,0 +1,355 @@
+"""Simulated rigs: slots that hold hubs, and the rig controller's ASCII line protocol.
+
+A rig publishes one pty per slot at `<dir>/rig<R>/slot<S>` and its controller at
+`<dir>/rig<R>/ctl` (DESIGN.md, "Rig controller"). The controller answers
+
+    PING                  -> OK
+    PRESENCE?             -> PRESENCE 10110000   (one digit per slot, slot 1 first)
+    POWER <n> ON|OFF      -> OK
+    LED <n> OFF|GREEN|RED|AMBER|BLINK -> OK
+    anything else         -> ERR <reason>
+
+and sends `EVT INSERT <n>` / `EVT REMOVE <n>` when a hub goes in or out. Lines end with `\\n`;
+`\\r\\n` is accepted; empty lines are ignored. A hub is powered on when inserted and when the
+controller says `POWER n ON`; a hub whose supply browned out (an injected fault) stays off until
+`POWER n ON`. Removing a hub turns its slot's LED off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+from jigd.model import LedColour
+from sim.hub import SimHub
+from sim.pty_port import PortClosedError, PtyPort
+
+__all__ = ["CTL_LINE_MAX", "Rig", "SimSlot", "Station"]
+
+_LOGGER = logging.getLogger(__name__)
+
+CTL_LINE_MAX: Final = 80  # longest controller line accepted, in bytes
+STOP_TIMEOUT_S: Final = 5.0
+
+
+@dataclass
+class SimSlot:
+    """One slot of a rig: its cable (pty), the hub in it, its supply and its LED."""
+
+    rig: int
+    number: int
+    port: PtyPort
+    hub: SimHub | None = None
+    supply_on: bool = True
+    led: LedColour = LedColour.OFF
+    led_changes: int = 0  # counts LED commands, so an observer can tell a new one
+    serve_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"rig {self.rig} slot {self.number}"
+
+
+class Rig:
+    """One rig with `slots` slots, served while `async with rig:` is open."""
+
+    def __init__(self, directory: Path, number: int, slots: int) -> None:
+        if not 1 <= slots <= 8:
+            raise ValueError(f"a rig has 1 to 8 slots, not {slots}")
+        self.number = number
+        self.directory = directory / f"rig{number}"
+        self.ctl = PtyPort(self.directory / "ctl")
+        self.slots = [
+            SimSlot(rig=number, number=n, port=PtyPort(self.directory / f"slot{n}"))
+            for n in range(1, slots + 1)
+        ]
+        self.present = False
+        self.listeners: list[Callable[[], None]] = []
+        self.errors: list[BaseException] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ctl_tasks: list[asyncio.Task[None]] = []
+        self._outbox: asyncio.Queue[str] = asyncio.Queue()
+        self._commands: dict[str, Callable[[list[str]], str]] = {
+            "PING": self._ping,
+            "PRESENCE?": self._presence,
+            "POWER": self._power,
+            "LED": self._led,
+        }
+
+    @property
+    def ctl_path(self) -> str:
+        return self.ctl.path
+
+    def slot(self, number: int) -> SimSlot:
+        """Slot `number` (1-based)."""
+        if not 1 <= number <= len(self.slots):
+            raise ValueError(f"rig {self.number} has no slot {number}")
+        return self.slots[number - 1]
+
+    def __iter__(self) -> Iterator[SimSlot]:
+        return iter(self.slots)
+
+    async def __aenter__(self) -> Self:
+        self._appear()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._disappear()
+        for slot in self.slots:
+            if slot.hub is not None:
+                slot.hub.power_off()
+
+    # ---- presence of the rig itself ---------------------------------------------------------
+
+    def _appear(self) -> None:
+        self.ctl.open()
+        for slot in self.slots:
+            slot.port.open()
+        self._outbox = asyncio.Queue()
+        self._ctl_tasks = [
+            self._spawn(self._ctl_reader(), f"rig {self.number} ctl reader"),
+            self._spawn(self._ctl_writer(), f"rig {self.number} ctl writer"),
+        ]
+        self.present = True
+        for slot in self.slots:
+            if slot.hub is not None:
+                self._serve(slot)
+                if slot.supply_on:
+                    slot.hub.power_on()
+        _LOGGER.info("rig %d: up at %s", self.number, self.directory)
+        self._notify()
+
+    async def _disappear(self) -> None:
+        self.present = False
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+        for slot in self.slots:
+            slot.serve_task = None
+            slot.port.close()
+        self.ctl.close()
+        _LOGGER.info("rig %d: gone", self.number)
+        self._notify()
+
+    async def vanish(self) -> None:
+        """The rig drops off the host (USB unplugged, power lost): ports and symlinks go,
+        hubs in its slots lose power."""
+        if not self.present:
+            return
+        for slot in self.slots:
+            if slot.hub is not None:
+                slot.hub.power_off()
+        await self._disappear()
+
+    async def reappear(self) -> None:
+        """The rig comes back: new ptys at the same paths; hubs in powered slots boot."""
+        if not self.present:
+            self._appear()
+
+    # ---- hubs going in and out ----------------------------------------------------------------
+
+    def insert(self, number: int, hub: SimHub) -> None:
+        """Put `hub` in slot `number`: it is powered and the controller says EVT INSERT."""
+        slot = self.slot(number)
+        if slot.hub is not None:
+            raise ValueError(f"{slot.name} already holds {slot.hub.name}")
+        slot.hub = hub
+        slot.supply_on = True
+        hub.on_power_lost = lambda: self._supply_lost(slot)
+        if self.present:
+            self._serve(slot)
+            hub.power_on()
+            self._event(f"EVT INSERT {number}")
+        _LOGGER.info("%s: %s inserted", slot.name, hub.name)
+        self._notify()
+
+    async def remove(self, number: int) -> SimHub:
+        """Take the hub out of slot `number`; its LED goes off, the controller says EVT REMOVE."""
+        slot = self.slot(number)
+        hub = slot.hub
+        if hub is None:
+            raise ValueError(f"{slot.name} is empty")
+        hub.power_off()
+        hub.on_power_lost = None
+        task, slot.serve_task = slot.serve_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=STOP_TIMEOUT_S)
+        slot.hub = None
+        slot.led = LedColour.OFF
+        if self.present:
+            self._event(f"EVT REMOVE {number}")
+        _LOGGER.info("%s: %s removed", slot.name, hub.name)
+        self._notify()
+        return hub
+
+    def _serve(self, slot: SimSlot) -> None:
+        assert slot.hub is not None  # internal invariant
+        slot.serve_task = self._spawn(slot.hub.serve(slot.port), f"{slot.name} {slot.hub.name}")
+
+    def _supply_lost(self, slot: SimSlot) -> None:
+        slot.supply_on = False
+        _LOGGER.info("%s: supply browned out", slot.name)
+
+    # ---- controller ---------------------------------------------------------------------------
+
+    def presence(self) -> str:
+        return "".join("1" if slot.hub is not None else "0" for slot in self.slots)
+
+    def _event(self, line: str) -> None:
+        self._outbox.put_nowait(line)
+
+    async def _ctl_writer(self) -> None:
+        while True:
+            line = await self._outbox.get()
+            await self.ctl.write(line.encode("ascii") + b"\n")
+
+    async def _ctl_reader(self) -> None:
+        buffer = bytearray()
+        overlong = False  # inside a line already answered with "ERR line too long"
+        while True:
+            buffer += await self.ctl.read()
+            while (end := buffer.find(b"\n")) >= 0:
+                raw = bytes(buffer[:end])
+                del buffer[: end + 1]
+                answer = None if overlong else self.command(raw)
+                overlong = False
+                if answer is not None:
+                    self._outbox.put_nowait(answer)
+            if len(buffer) > CTL_LINE_MAX:
+                buffer.clear()
+                if not overlong:
+                    self._outbox.put_nowait("ERR line too long")
+                overlong = True
+
+    def command(self, raw: bytes) -> str | None:
+        """Answer one controller line (without its `\\n`); None for an empty line."""
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if len(raw) > CTL_LINE_MAX:
+            return "ERR line too long"
+        try:
+            words = raw.decode("ascii").split()
+        except UnicodeDecodeError:
+            return "ERR not ASCII"
+        if not words:
+            return None
+        handler = self._commands.get(words[0])
+        if handler is None:
+            return f"ERR unknown command {words[0][:16]}"
+        return handler(words)
+
+    def _ping(self, words: list[str]) -> str:
+        return "OK" if len(words) == 1 else "ERR usage: PING"
+
+    def _presence(self, words: list[str]) -> str:
+        return f"PRESENCE {self.presence()}" if len(words) == 1 else "ERR usage: PRESENCE?"
+
+    def _slot_arg(self, words: list[str]) -> SimSlot | str:
+        if len(words) != 3:
+            return f"ERR usage: {words[0]} <slot> <state>"
+        if not words[1].isdigit() or not 1 <= int(words[1]) <= len(self.slots):
+            return f"ERR bad slot {words[1][:8]}"
+        return self.slot(int(words[1]))
+
+    def _power(self, words: list[str]) -> str:
+        slot = self._slot_arg(words)
+        if isinstance(slot, str):
+            return slot
+        if words[2] == "ON":
+            slot.supply_on = True
+            if slot.hub is not None:
+                slot.hub.power_on()
+        elif words[2] == "OFF":
+            slot.supply_on = False
+            if slot.hub is not None:
+                slot.hub.power_off()
+        else:
+            return f"ERR bad power state {words[2][:8]}"
+        _LOGGER.debug("%s: power %s", slot.name, words[2])
+        return "OK"
+
+    def _led(self, words: list[str]) -> str:
+        slot = self._slot_arg(words)
+        if isinstance(slot, str):
+            return slot
+        try:
+            colour = LedColour(words[2])
+        except ValueError:
+            return f"ERR bad LED state {words[2][:8]}"
+        slot.led = colour
+        slot.led_changes += 1
+        _LOGGER.debug("%s: LED %s", slot.name, colour)
+        self._notify()
+        return "OK"
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            listener()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, PortClosedError):
+            self.errors.append(exc)
+            _LOGGER.error("rig %d: %s failed", self.number, task.get_name(), exc_info=exc)
+
+
+class Station:
+    """`rigs` rigs of `slots` slots under `directory`, served while `async with` is open."""
+
+    def __init__(self, directory: Path, rigs: int, slots: int) -> None:
+        self.directory = directory
+        self.rigs = [Rig(directory, r, slots) for r in range(1, rigs + 1)]
+
+    async def __aenter__(self) -> Self:
+        entered: list[Rig] = []
+        try:
+            for rig in self.rigs:
+                await rig.__aenter__()
+                entered.append(rig)
+        except BaseException:
+            for rig in reversed(entered):
+                await rig.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for rig in reversed(self.rigs):
+            await rig.__aexit__(exc_type, exc, tb)
+
+    def slots(self) -> Iterator[tuple[Rig, SimSlot]]:
+        for rig in self.rigs:
+            for slot in rig.slots:
+                yield rig, slot
+
+    @property
+    def errors(self) -> list[BaseException]:
+        return [e for rig in self.rigs for e in rig.errors]

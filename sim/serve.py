@@ -1,0 +1,330 @@
+"""`jigsim serve`: rigs, hubs from a pallet and an operator, until SIGTERM or SIGINT.
+
+Ground truth (every hub of the pallet: in a slot, pulled out, or never inserted) is written as
+JSON on exit and on SIGUSR1, atomically (a temporary file renamed over the old one):
+
+    {"schema": "jigsim.ground-truth/1", "written_at": "...", "seed": 0,
+     "hubs": [{"guid": "00-DB-...", "model": "1086/57310102", "active_version": "04000007",
+               "active_sha256": "...", "confirmed": true, "locked": true, "bricked": false,
+               "pending": false, "secondary_sha256": "...", "swap_in_progress": false,
+               "state": "running", "faults": [], "listed": true,
+               "where": "slot" | "removed" | "pallet", "rig": 1, "slot": 3}],
+     "missing": ["00-DB-..."]}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import ValidationError
+
+from drivers.framing import FramingName
+from jigd.model import DeviceModel, FirmwareVersion
+from sim.faults import FaultProfile, assign_faults
+from sim.harness import image_key_of
+from sim.hub import SimHub
+from sim.image_check import FlashImage, inspect_image
+from sim.images import MASTER_KEYS_FILE, ManufacturerKeys, make_manufacturer_keys, make_signed_image
+from sim.operator import DEFAULT_HANDLING_S, Operator
+from sim.pallet import Pallet
+from sim.rig import Station
+from sim.timing import Timing
+
+__all__ = [
+    "DEFAULT_SERVE_IMAGE_SIZE",
+    "GROUND_TRUTH_SCHEMA",
+    "KeysError",
+    "ServeOptions",
+    "TimingFileError",
+    "TimingTable",
+    "build_hubs",
+    "ground_truth",
+    "load_keys",
+    "load_timing_table",
+    "serve",
+    "write_json_atomically",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+GROUND_TRUTH_SCHEMA: Final = "jigsim.ground-truth/1"
+DEFAULT_SERVE_IMAGE_SIZE: Final = 64 * 1024
+SHUTDOWN_TIMEOUT_S: Final = 10.0
+
+
+class TimingFileError(ValueError):
+    """A `--timing` file that does not parse; the message names the file and the key."""
+
+
+class KeysError(ValueError):
+    """Keys in a `--keys` directory that are missing or unusable; the message names the file."""
+
+
+@dataclass(frozen=True)
+class TimingTable:
+    """Timing per Device Model, with a default for models not listed."""
+
+    default: Timing = field(default_factory=Timing)
+    models: dict[DeviceModel, Timing] = field(default_factory=dict)
+
+    def for_model(self, model: DeviceModel) -> Timing:
+        return self.models.get(model, self.default)
+
+
+def load_timing_table(path: Path, base: Timing) -> TimingTable:
+    """Read a `[default]` table and per-model tables (`["1086/57310102"]`) of Timing fields.
+
+    `[default]` is laid over `base` (the command line's timing), and each model's table over
+    the default.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TimingFileError(f"{path}: cannot read it: {exc.strerror}") from exc
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise TimingFileError(f"{path}: not TOML: {exc}") from exc
+
+    def layer(name: str, under: Timing) -> Timing:
+        values = raw[name]
+        if not isinstance(values, dict):
+            raise TimingFileError(f"{path}: {name}: expected a table of timing fields")
+        try:
+            return Timing.model_validate({**under.model_dump(), **values})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise TimingFileError(f"{path}: [{name}] {problems}") from None
+
+    default = layer("default", base) if "default" in raw else base
+    models = {}
+    for name in raw:
+        if name == "default":
+            continue
+        try:
+            model = DeviceModel.parse(name)
+        except ValueError as exc:
+            raise TimingFileError(f"{path}: {exc}") from None
+        models[model] = layer(name, default)
+    return TimingTable(default=default, models=models)
+
+
+def load_keys(directory: Path, manufacturers: set[int]) -> dict[int, ManufacturerKeys]:
+    """Keys as `jigsim keys` writes them: `<MFR>.signing.pem` and `master-keys.toml`."""
+    master_path = directory / MASTER_KEYS_FILE
+    try:
+        masters = tomllib.loads(master_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise KeysError(f"{master_path}: cannot read it: {exc.strerror}") from exc
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise KeysError(f"{master_path}: not TOML: {exc}") from exc
+    keys = {}
+    for manufacturer in sorted(manufacturers):
+        name = f"{manufacturer:04X}"
+        pem_path = directory / f"{name}.signing.pem"
+        try:
+            private = load_pem_private_key(pem_path.read_bytes(), password=None)
+        except OSError as exc:
+            raise KeysError(f"{pem_path}: cannot read it: {exc.strerror}") from exc
+        except (ValueError, TypeError) as exc:
+            raise KeysError(f"{pem_path}: not an unencrypted PEM private key") from exc
+        if not isinstance(private, Ed25519PrivateKey):
+            raise KeysError(f"{pem_path}: not an Ed25519 key (jigsim keys writes Ed25519)")
+        master_hex = masters.get(name, masters.get(name.lower()))
+        try:
+            master = bytes.fromhex(master_hex) if isinstance(master_hex, str) else b""
+        except ValueError:
+            master = b""
+        if len(master) < 16:
+            raise KeysError(f"{master_path}: no usable master key for manufacturer {name}")
+        keys[manufacturer] = ManufacturerKeys(
+            manufacturer=manufacturer, signing_key=private, master_key=master
+        )
+    return keys
+
+
+def build_hubs(
+    pallet: Pallet,
+    keys: dict[int, ManufacturerKeys],
+    timings: TimingTable,
+    *,
+    framing: FramingName,
+    image_size: int,
+    image_seed: int,
+) -> list[SimHub]:
+    """One SimHub per pallet hub, running `make_signed_image(keys, model, version, image_size,
+    image_seed)` (so a catalog built with the same arguments holds byte-identical images)."""
+    images: dict[tuple[DeviceModel, FirmwareVersion], FlashImage] = {}
+    hubs = []
+    for entry in pallet.hubs:
+        mfr_keys = keys[entry.model.manufacturer]
+        image_id = (entry.model, entry.firmware_version)
+        if image_id not in images:
+            data = make_signed_image(
+                mfr_keys, entry.model, entry.firmware_version, image_size, image_seed
+            )
+            images[image_id] = inspect_image(data)
+        hubs.append(
+            SimHub(
+                guid=entry.guid,
+                model=entry.model,
+                image=images[image_id],
+                master_key=mfr_keys.master_key,
+                image_key=image_key_of(mfr_keys),
+                timing=timings.for_model(entry.model),
+                framing=framing,
+                faults=entry.faults,
+            )
+        )
+    return hubs
+
+
+def ground_truth(
+    pallet: Pallet, hubs: list[SimHub], station: Station, operator: Operator | None
+) -> dict[str, object]:
+    """Each pallet hub's real state and where it is."""
+    where: dict[int, dict[str, object]] = {}
+    for rig, slot in station.slots():
+        if slot.hub is not None:
+            where[id(slot.hub)] = {"where": "slot", "rig": rig.number, "slot": slot.number}
+    for hub in operator.removed if operator else []:
+        where.setdefault(id(hub), {"where": "removed"})
+    listed = {entry.guid: entry.listed for entry in pallet.hubs}
+    entries = [
+        {
+            **hub.truth(),
+            "listed": listed.get(hub.guid, False),
+            **where.get(id(hub), {"where": "pallet"}),
+        }
+        for hub in sorted(hubs, key=lambda h: h.guid)
+    ]
+    return {
+        "schema": GROUND_TRUTH_SCHEMA,
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": pallet.seed,
+        "hubs": entries,
+        "missing": [str(row.guid) for row in pallet.missing],
+    }
+
+
+def write_json_atomically(path: Path, document: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temp.open("w", encoding="utf-8") as file:
+        json.dump(document, file, indent=2)
+        file.write("\n")
+        file.flush()
+        os.fsync(file.fileno())
+    temp.replace(path)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    directory: Path
+    rigs: int
+    slots: int
+    pallet: Pallet
+    timings: TimingTable
+    framing: FramingName = "raw"
+    image_size: int = DEFAULT_SERVE_IMAGE_SIZE
+    seed: int = 0
+    keys_dir: Path | None = None
+    ground_truth: Path | None = None
+    handling_s: float = DEFAULT_HANDLING_S
+    fault_profile: FaultProfile | None = None
+    outage_rig: int = 1  # the rig SIGUSR2 takes off the host, and brings back on the next one
+
+
+def _apply_profile(pallet: Pallet, profile: FaultProfile | None) -> Pallet:
+    if profile is None:
+        return pallet
+    hubs = [
+        h.model_copy(update={"faults": assign_faults(profile, pallet.seed, str(h.guid))})
+        for h in pallet.hubs
+    ]
+    return pallet.model_copy(update={"hubs": hubs, "fault_profile": profile})
+
+
+async def serve(options: ServeOptions) -> int:
+    """Run until SIGTERM/SIGINT; return the exit code."""
+    pallet = _apply_profile(options.pallet, options.fault_profile)
+    manufacturers = {h.model.manufacturer for h in pallet.hubs}
+    if options.keys_dir is not None:
+        keys = load_keys(options.keys_dir, manufacturers)
+    else:
+        keys = {m: make_manufacturer_keys(m, options.seed) for m in manufacturers}
+    hubs = await asyncio.to_thread(
+        build_hubs,
+        pallet,
+        keys,
+        options.timings,
+        framing=options.framing,
+        image_size=options.image_size,
+        image_seed=options.seed,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    station = Station(options.directory, options.rigs, options.slots)
+
+    def write_truth() -> None:
+        if options.ground_truth is None:
+            return
+        write_json_atomically(options.ground_truth, ground_truth(pallet, hubs, station, operator))
+        _LOGGER.info("ground truth written to %s", options.ground_truth)
+
+    outages: set[asyncio.Task[None]] = set()
+
+    def toggle_outage() -> None:
+        """SIGUSR2: the outage rig's controller and slot ports vanish, or come back."""
+        if not 1 <= options.outage_rig <= len(station.rigs):
+            _LOGGER.error("SIGUSR2: there is no rig %d", options.outage_rig)
+            return
+        rig = station.rigs[options.outage_rig - 1]
+        change = rig.vanish() if rig.present else rig.reappear()
+        _LOGGER.warning("rig %d: %s", options.outage_rig, "vanishing" if rig.present else "back")
+        task = loop.create_task(change, name=f"outage rig {options.outage_rig}")
+        outages.add(task)
+        task.add_done_callback(outages.discard)
+
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, write_truth)
+    loop.add_signal_handler(signal.SIGUSR2, toggle_outage)
+    operator = Operator(station.rigs, hubs, handling_s=options.handling_s)
+    work: asyncio.Task[None] | None = None
+    try:
+        async with station:
+            work = loop.create_task(operator.run(), name="operator")
+            print(
+                f"jigsim: serving {options.rigs} rig(s) x {options.slots} slot(s) under "
+                f"{options.directory}, {len(hubs)} hub(s) on the pallet",
+                flush=True,
+            )
+            await stop.wait()
+            _LOGGER.info("stopping")
+            work.cancel()
+            await asyncio.wait([work, *outages], timeout=SHUTDOWN_TIMEOUT_S)
+            write_truth()
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+    errors = station.errors
+    for error in errors:
+        print(f"jigsim: internal error: {error!r}", file=sys.stderr)
+    if work is not None and work.done() and not work.cancelled() and work.exception():
+        print(f"jigsim: operator failed: {work.exception()!r}", file=sys.stderr)
+        return 1
+    return 1 if errors else 0

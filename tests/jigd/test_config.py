@@ -1,0 +1,109 @@
+"""Configuration loads from TOML and every mistake is reported with its key path and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jigd.cli import main as jigd_main
+from jigd.config import ConfigError, format_loc, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "docs" / "jigd.example.toml"
+
+THREE_MISTAKES = """
+station = "bench a"          # mistake 1: space not allowed in a station name
+
+[[rigs]]
+rig = 1
+controller = "/dev/jigd/rig1/ctl"
+slots = [
+    { slot = 1, port = "/dev/jigd/rig1/slot1" },
+    { slot = 9, port = "/dev/jigd/rig1/slot2" },      # mistake 2: slot 9 on an 8-slot rig
+]
+
+[[rigs]]
+rig = 2
+controller = "/dev/jigd/rig2/ctl"
+slots = [
+    { slot = 1, port = "/dev/jigd/rig2/slot1" },
+    { slot = 2, port = "/dev/jigd/rig2/slot2", framing = "hdlc" },  # mistake 3
+]
+"""
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(EXAMPLE)
+    assert config.station == "bench-a"
+    assert [len(r.slots) for r in config.rigs] == [4, 3]
+    assert config.rigs[1].slots[0].transport == "usb"
+
+
+def test_example_config_check_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert jigd_main(["config", "check", str(EXAMPLE)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_three_mistakes_are_all_reported_with_key_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(THREE_MISTAKES, encoding="utf-8")
+    assert jigd_main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err
+    assert "station:" in err
+    assert "rigs[0].slots[1].slot:" in err
+    assert "rigs[1].slots[1].framing:" in err
+    assert "3 problem(s)" in err
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text('station = "a"\n[timeouts]\nboot_seconds = 3\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == ["timeouts.boot_seconds: Extra inputs are not permitted"]
+
+
+def test_duplicate_ports_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(
+        'station = "a"\n[[rigs]]\nrig = 1\ncontroller = "/dev/x"\n'
+        'slots = [{ slot = 1, port = "/dev/x" }]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="used by both rig 1 controller and rig 1 slot 1"):
+        load_config(path)
+
+
+def test_usb_slot_needs_ids(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(
+        'station = "a"\n[[rigs]]\nrig = 1\ncontroller = "/dev/x"\n'
+        'slots = [{ slot = 1, transport = "usb", port = "1-1.1" }]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"rigs\[0\]\.slots\[0\]: .*usb_vendor_id"):
+        load_config(path)
+
+
+def test_bad_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("station = \n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"(?s)broken.toml.*not valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"(?s)missing.toml.*cannot read"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text('station = "a"\nstore_path = "state/jigd.sqlite3"\n', encoding="utf-8")
+    assert load_config(path).store_path == tmp_path / "state" / "jigd.sqlite3"
+
+
+def test_format_loc() -> None:
+    assert format_loc(("rigs", 1, "slots", 3, "port")) == "rigs[1].slots[3].port"
+    assert format_loc(()) == "(top level)"

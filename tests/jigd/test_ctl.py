@@ -1,0 +1,144 @@
+"""jigctl against a running daemon (in this process, no rigs) over its real Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from jigd.config import StationConfig
+from jigd.ctl import main as jigctl
+from jigd.daemon import run_daemon
+from jigd.secrets import MasterKeys
+from jigd.station import Station
+from tests.services import free_port
+
+GOOD = """guid,manufacturer,model,firmware_version
+00-DB-00-00-00-00-00-01,1086,57310102,04000006
+00db000000000002,1086,57310102,04000006
+00:db:00:00:00:00:00:03,1086,57310102,
+"""
+
+THREE_MISTAKES = """guid,manufacturer,model,firmware_version
+00-DB-00-00-00-00-00-11,1086,57310102,04000006
+00-DB-00-00-00-00-0X-12,1086,57310102,04000006
+00-DB-00-00-00-00-00-11,1086,57310102,04000006
+00-DB-00-00-00-00-00-13,1086,5731010,04000006
+"""
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Station]:
+    config = StationConfig(
+        station="test",
+        catalog_dir=tmp_path / "catalog",
+        store_path=tmp_path / "state" / "jigd.sqlite3",
+        control_socket=tmp_path / "run" / "control.sock",
+        metrics_port=free_port(),
+        metrics_host="127.0.0.1",
+    )
+    (tmp_path / "catalog").mkdir()
+    ready: asyncio.Future[Station] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run_daemon(
+            config,
+            master_keys=MasterKeys({}, tmp_path / "keys.toml"),
+            on_ready=ready.set_result,
+            handle_signals=False,
+        )
+    )
+    async with asyncio.timeout(10):
+        station = await ready
+    try:
+        yield station
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def ctl(station: Station, *args: str) -> int:
+    """jigctl in a thread (it runs its own event loop), like a technician's shell."""
+    socket = str(station.config.control_socket)
+    return await asyncio.to_thread(jigctl, ["--socket", socket, *args])
+
+
+async def test_socket_is_group_writable_only(daemon: Station) -> None:
+    mode = stat.S_IMODE(daemon.config.control_socket.stat().st_mode)
+    assert mode == 0o660
+
+
+async def test_manifest_with_three_mistakes_lists_all_by_line_and_stores_nothing(
+    daemon: Station, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "pallet-7.csv"
+    manifest.write_text(THREE_MISTAKES, encoding="utf-8")
+    code = await ctl(daemon, "batch", "import", str(manifest), "--booking", "WO-1", "--party", "P")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{manifest}:3: guid:" in err
+    assert "'00-DB-00-00-00-00-0X-12'" in err
+    assert f"{manifest}:4: guid:" in err
+    assert "on lines 2 and 4" in err  # the duplicate names the first line too
+    assert f"{manifest}:5: model:" in err
+    assert err.count(f"{manifest}:") == 4  # the headline and one line per mistake
+    assert await daemon.store.list_batches() == []
+
+
+async def test_batch_lifecycle_and_reports(
+    daemon: Station, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "pallet.csv"
+    manifest.write_text(GOOD, encoding="utf-8")
+    code = await ctl(daemon, "batch", "import", str(manifest), "--booking", "WO-2", "--party", "P")
+    assert code == 0
+    batch = capsys.readouterr().out.strip()
+    assert batch.startswith("B")
+    # The same GUIDs again while the first batch is open: refused, exit 2.
+    code = await ctl(daemon, "batch", "import", str(manifest), "--booking", "WO-3", "--party", "P")
+    assert code == 2
+    assert batch in capsys.readouterr().err
+    assert await ctl(daemon, "batch", "list") == 0
+    assert f"{batch}  open" in capsys.readouterr().out
+    assert await ctl(daemon, "status") == 0
+    assert f"batch {batch}" in capsys.readouterr().out
+    assert await ctl(daemon, "batch", "close", batch) == 0
+    assert "closed" in capsys.readouterr().out
+    assert await ctl(daemon, "batch", "close", batch) == 1  # a conflict, not bad input
+    assert "closed" in capsys.readouterr().err
+    assert await ctl(daemon, "batch", "show", "B999999") == 2
+    out = tmp_path / "reports"
+    assert await ctl(daemon, "report", batch, "--out", str(out)) == 0
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    assert summary["counts"]["not_received"] == 3
+    with (out / "results.csv").open(encoding="utf-8", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [r["guid"] for r in rows] == [
+        "00-DB-00-00-00-00-00-01",
+        "00-DB-00-00-00-00-00-02",
+        "00-DB-00-00-00-00-00-03",
+    ]
+    assert (out / "smi-update.csv").read_text("utf-8").strip() == "guid,firmware_version"
+
+
+async def test_unreachable_daemon_is_an_operational_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await asyncio.to_thread(jigctl, ["--socket", str(tmp_path / "none.sock"), "status"])
+    assert code == 1
+    assert "cannot reach jigd" in capsys.readouterr().err
+
+
+async def test_daemon_serves_metrics(daemon: Station) -> None:
+    url = f"http://127.0.0.1:{daemon.config.metrics_port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        text = await response.text()
+    assert 'jigd_build_info{version="' in text
+    assert "jigd_catalog_images" in text
+    assert "jigd_mqtt_connected" not in text  # MQTT is not enabled in this config
