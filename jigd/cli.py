@@ -13,6 +13,8 @@ from jigd.catalog_cli import add_catalog_parser
 from jigd.cli_common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, make_parser
 from jigd.config import ConfigError, load_config
 
+MAX_PORT = 65535
+
 
 def _config_check(args: argparse.Namespace) -> int:
     try:
@@ -37,6 +39,7 @@ def setup_logging(verbose: bool) -> None:
 def _run(args: argparse.Namespace) -> int:
     from firmware_catalog import CatalogError
     from jigd.daemon import run_daemon
+    from jigd.mqtt import MqttConfigError
     from jigd.secrets import SecretsError
     from jigd.store import StoreError
 
@@ -46,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
     setup_logging(args.verbose)
-    bad_input = (SecretsError, CatalogError, StoreError)
+    bad_input = (SecretsError, CatalogError, StoreError, MqttConfigError)
     try:
         asyncio.run(run_daemon(config))
     except bad_input as exc:
@@ -71,15 +74,25 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 def _demo(args: argparse.Namespace) -> int:
     from jigd.demo import demo_options_from, run_demo, stop_on_signal
+    from jigd.mqtt import MqttConfigError
 
     if args.hubs < 1 or args.rigs < 1:
         print("error: --hubs and --rigs must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.metrics_port is not None and not 1 <= args.metrics_port <= MAX_PORT:
+        print(
+            f"error: --metrics-port {args.metrics_port} is not a TCP port (1-65535)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    try:
+        options = demo_options_from(args)
+    except MqttConfigError as exc:
+        print(f"error: --mqtt: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     stop_on_signal()
     try:
-        return asyncio.run(
-            run_demo(demo_options_from(args), show=lambda line: print(line, flush=True))
-        )
+        return asyncio.run(run_demo(options, show=lambda line: print(line, flush=True)))
     except KeyboardInterrupt:
         print("jigd demo: interrupted", file=sys.stderr)
         return EXIT_FAILURE
@@ -119,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, default=256 * 1024, metavar="BYTES")
     demo.add_argument("--baud", type=int, default=921600)
     demo.add_argument("--framing", choices=["raw", "console"], default="raw")
+    demo.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="publish to this broker: mqtt://[user@]host[:port][/prefix] (mqtts:// for TLS); "
+        "without it results wait in the outbox",
+    )
+    demo.add_argument("--metrics-port", type=int, metavar="N", help="serve /metrics on port N")
     demo.set_defaults(func=_demo)
     return parser
 

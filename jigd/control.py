@@ -121,6 +121,7 @@ class _Api:
                 "uptime_s": round(time.monotonic() - station.started, 1),
                 "hubs_per_hour": None if rate is None else round(rate * 3600, 1),
                 "loop_lag_ms": station.loop_lag.summary().as_json(),
+                "outbox_depth": await station.store.outbox_depth(),
                 "rigs": rigs,
                 "batches": batches,
             }

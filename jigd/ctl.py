@@ -86,7 +86,8 @@ def render_status(status: dict[str, Any]) -> str:
     """A text table of rigs, slots and open batches, as `jigctl status` and `watch` show it."""
     lines = [
         f"station {status['station']}   up {_eta(status['uptime_s'])}   "
-        f"{status['hubs_per_hour'] or '-'} hubs/h"
+        f"{status['hubs_per_hour'] or '-'} hubs/h   "
+        f"outbox {status.get('outbox_depth', '-')}"
     ]
     for batch in status["batches"]:
         counts = batch["counts"]

@@ -16,10 +16,12 @@ from contextlib import AsyncExitStack
 
 from drivers.registry import HubDriver
 from firmware_catalog import CatalogError
+from jigd.alerts import AlertRecorder
 from jigd.config import StationConfig
 from jigd.control import serve_control
 from jigd.metrics import StationMetrics, serve_metrics
-from jigd.secrets import MasterKeys
+from jigd.mqtt import MqttPublisher, check_mqtt_settings
+from jigd.secrets import MasterKeys, Secret, load_password
 from jigd.station import Station, StationObserver
 
 __all__ = ["run_daemon"]
@@ -40,6 +42,7 @@ async def run_daemon(
 ) -> None:
     """Run a station, its control API, metrics and MQTT until cancelled or signalled to stop."""
     metrics = StationMetrics(mqtt_enabled=config.mqtt.enabled)
+    password = await _mqtt_password(config)
     station = Station(
         config,
         driver=driver,
@@ -66,6 +69,12 @@ async def run_daemon(
                 metrics.refresh_every(station.store, lambda: station.catalog, METRICS_REFRESH_S),
                 name="metrics-refresh",
             )
+            alerts = AlertRecorder(station.store)
+            station.add_observer(alerts.observer())
+            services_tasks = [refresh, tasks.create_task(alerts.run(), name="alerts")]
+            if config.mqtt.enabled:
+                publisher = _publisher(station, password, metrics)
+                services_tasks.append(tasks.create_task(publisher.run(), name="mqtt"))
             if config.metrics_port is not None:
                 server = await services.enter_async_context(
                     serve_metrics(metrics, config.metrics_host, config.metrics_port)
@@ -76,12 +85,38 @@ async def run_daemon(
             stopping = tasks.create_task(stop.wait())
             await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
             _LOGGER.info("station %s: stopping", config.station)
-            for task in (running, stopping, refresh):
+            for task in (running, stopping, *services_tasks):
                 task.cancel()
     finally:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+
+
+async def _mqtt_password(config: StationConfig) -> Secret | None:
+    """The MQTT password, read and the MQTT settings checked before the station starts."""
+    if not config.mqtt.enabled:
+        return None
+    password = None
+    if config.mqtt.password_file is not None:
+        password = await asyncio.to_thread(load_password, config.mqtt.password_file)
+    check_mqtt_settings(config.mqtt, config.station, password)
+    return password
+
+
+def _publisher(station: Station, password: Secret | None, metrics: StationMetrics) -> MqttPublisher:
+    """An MQTT publisher fed by the station's slots from their current state on."""
+    publisher = MqttPublisher(
+        station.config.mqtt,
+        station.config.station,
+        station.store,
+        password=password,
+        on_connected=metrics.set_mqtt_connected,
+    )
+    station.add_observer(publisher.observer())
+    for status in station.slots():
+        publisher.slot_changed(status)
+    return publisher
 
 
 def _reload(station: Station) -> None:

@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from firmware_catalog import Catalog, Status
+from jigd.config import MqttConfig
 from jigd.ctl import ControlClient, ControlError, render_status
 from jigd.model import DeviceModel, FirmwareVersion
+from jigd.mqtt import parse_mqtt_url
 from sim.images import make_manufacturer_keys, make_signed_image, write_keys
 from sim.pallet import Pallet, make_pallet, write_pallet
 
@@ -70,6 +72,9 @@ class DemoOptions:
     extra: int | None = None
     current: int | None = None
     live: bool = True  # redraw the slot table when stdout is a terminal (else progress lines)
+    mqtt: MqttConfig | None = None  # publish to this broker (`--mqtt URL`); None: outbox only
+    metrics_port: int | None = None  # serve /metrics on 127.0.0.1:N
+    outbox_drain_s: float = 15.0  # with mqtt: how long to wait for the last messages at the end
 
     def __post_init__(self) -> None:
         if not 1 <= self.slots <= MAX_SLOTS_PER_RIG:
@@ -167,6 +172,10 @@ def config_text(options: DemoOptions, paths: Paths) -> str:
         f'catalog_dir = "{root / "catalog"}"',
         f'store_path = "{root / "state" / "jigd.sqlite3"}"',
         f'control_socket = "{root / "run" / "control.sock"}"',
+    ]
+    if options.metrics_port is not None:
+        lines.append(f"metrics_port = {options.metrics_port}")
+    lines += [
         "",
         "[secrets]",
         f'master_keys_file = "{root / "keys" / "master-keys.toml"}"',
@@ -181,6 +190,8 @@ def config_text(options: DemoOptions, paths: Paths) -> str:
         "stage_attempts = 3",
         "rig_reconnect_max_s = 2.0",
     ]
+    if options.mqtt is not None:
+        lines += ["", *_mqtt_section(options.mqtt)]
     for rig in range(1, options.rigs + 1):
         lines += [
             "",
@@ -382,6 +393,8 @@ async def run_demo(
         files = (await client.request("GET", f"/v1/batches/{run.batch_id}/report"))["files"]
         await asyncio.to_thread(_write_reports, paths.reports, files)
         show(f"jigd demo: batch closed after {elapsed:.1f} s: {_counts(closed)}")
+        if options.mqtt is not None:
+            await _drain_outbox(run, show)
     finally:
         daemon_rc = run.daemon.stop()
         run.sim.stop()
@@ -416,6 +429,17 @@ async def _step(run: DemoRun, show: Callable[[str], None], started: float) -> bo
         return await run.finished()
     except ControlError:
         return False  # the daemon is restarting (a test may be killing it)
+
+
+async def _drain_outbox(run: DemoRun, show: Callable[[str], None]) -> None:
+    """Give the publisher time to send what the batch's close queued (the final summary)."""
+    deadline = time.monotonic() + run.options.outbox_drain_s
+    while (depth := (await run.client.request("GET", "/v1/status"))["outbox_depth"]) > 0:
+        if time.monotonic() > deadline:
+            show(f"jigd demo: {depth} message(s) not yet published stay in the outbox")
+            return
+        await asyncio.sleep(POLL_S / 4)
+    show("jigd demo: every result and summary is published")
 
 
 def _counts(batch: dict[str, Any]) -> str:
@@ -523,6 +547,22 @@ def _untouched(guid: str, version: str, hub: dict[str, Any] | None) -> list[str]
     return []
 
 
+def _mqtt_section(mqtt: MqttConfig) -> list[str]:
+    lines = [
+        "[mqtt]",
+        "enabled = true",
+        f"host = {json.dumps(mqtt.host)}",
+        f"port = {mqtt.port}",
+        f"prefix = {json.dumps(mqtt.prefix)}",
+        f"tls = {'true' if mqtt.tls else 'false'}",
+    ]
+    if mqtt.username is not None:
+        lines.append(f"username = {json.dumps(mqtt.username)}")
+    if mqtt.password_file is not None:
+        lines.append(f"password_file = {json.dumps(str(mqtt.password_file))}")
+    return lines
+
+
 def demo_options_from(args: Any) -> DemoOptions:
     return DemoOptions(
         hubs=args.hubs,
@@ -533,6 +573,8 @@ def demo_options_from(args: Any) -> DemoOptions:
         image_size=args.image_size,
         baud=args.baud,
         framing=args.framing,
+        mqtt=parse_mqtt_url(args.mqtt) if args.mqtt is not None else None,
+        metrics_port=args.metrics_port,
     )
 
 

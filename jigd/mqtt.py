@@ -54,6 +54,7 @@ __all__ = [
     "MqttConfigError",
     "MqttPublisher",
     "PublishRefusedError",
+    "check_mqtt_settings",
     "parse_mqtt_url",
 ]
 
@@ -192,23 +193,7 @@ class MqttPublisher:
         on_connected: Callable[[bool], None] = lambda connected: None,
         rng: random.Random | None = None,
     ) -> None:
-        _check_topic_levels("mqtt.prefix", config.prefix)
-        _check_topic_levels("station", station)
-        if "/" in station:
-            raise MqttConfigError(f"station {station!r}: a station name is one topic level")
-        if password is not None:
-            if config.username is None:
-                raise MqttConfigError(
-                    "mqtt: a password is given but mqtt.username is not set; set both"
-                )
-            _check_password(password)
-        if config.tls:
-            for key in ("ca_file", "client_cert_file", "client_key_file"):
-                path = getattr(config, key)
-                if path is not None and not path.is_file():
-                    raise MqttConfigError(f"mqtt.{key}: {path} is not a readable file")
-            if config.client_key_file is not None and config.client_cert_file is None:
-                raise MqttConfigError("mqtt.client_key_file is set without mqtt.client_cert_file")
+        check_mqtt_settings(config, station, password)
         self._config = config
         self._station = station
         self._store = store
@@ -513,6 +498,28 @@ class MqttPublisher:
             properties=properties,
             timeout_s=timeout_s,
         )
+
+
+def check_mqtt_settings(config: MqttConfig, station: str, password: Secret | None) -> None:
+    """Raise MqttConfigError for settings no connection could work with (the daemon checks
+    them before it starts flashing, so a bad setting is a start-up error, not a silent gap)."""
+    _check_topic_levels("mqtt.prefix", config.prefix)
+    _check_topic_levels("station", station)
+    if "/" in station:
+        raise MqttConfigError(f"station {station!r}: a station name is one topic level")
+    if password is not None:
+        if config.username is None:
+            raise MqttConfigError(
+                "mqtt: a password is given but mqtt.username is not set; set both"
+            )
+        _check_password(password)
+    if config.tls:
+        for key in ("ca_file", "client_cert_file", "client_key_file"):
+            path = getattr(config, key)
+            if path is not None and not path.is_file():
+                raise MqttConfigError(f"mqtt.{key}: {path} is not a readable file")
+        if config.client_key_file is not None and config.client_cert_file is None:
+            raise MqttConfigError("mqtt.client_key_file is set without mqtt.client_cert_file")
 
 
 def _status(state: Literal["online", "offline"], reason: OfflineReason | None) -> Outgoing:

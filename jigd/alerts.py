@@ -1,0 +1,96 @@
+"""Station alerts for the logistics system's `alerts` topic: a rig gone offline, no firmware.
+
+Rejected hubs are alerted by the store itself (`record_rejected`). The other two are seen by a
+station observer and journalled with `Store.record_alert`, which queues the `alerts` message in
+the same transaction, so an alert is as durable as a result and published in commit order.
+
+Observer callbacks must not block, so they only queue; `run()` writes the queue to the store.
+A Device Model without firmware is alerted once per `NO_FIRMWARE_REPEAT_S` at most, not once
+per hub: a pallet of 500 hubs of an unknown model is one thing to fix, not 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from jigd.model import DeviceModel, Guid, Outcome
+from jigd.payloads import AlertKind
+from jigd.station import StationObserver
+from jigd.store import GuidResult, Store, StoreError
+
+__all__ = ["NO_FIRMWARE_REPEAT_S", "AlertRecorder"]
+
+_LOGGER = logging.getLogger(__name__)
+
+NO_FIRMWARE_REPEAT_S: Final = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Alert:
+    kind: AlertKind
+    detail: str
+    rig: int | None = None
+    slot: int | None = None
+    guid: Guid | None = None
+    model: DeviceModel | None = None
+
+
+class AlertRecorder:
+    """Turns rig-down and no-firmware events into journalled alerts; `run()` until cancelled."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: asyncio.Queue[_Alert] = asyncio.Queue()
+        self._no_firmware_last: dict[DeviceModel, float] = {}
+
+    def observer(self) -> StationObserver:
+        return StationObserver(on_rig=self.rig_changed, on_result=self.result)
+
+    def rig_changed(self, rig: int, up: bool) -> None:
+        if not up:
+            detail = f"rig {rig}: the rig controller stopped answering; reconnecting"
+            self._queue.put_nowait(_Alert(AlertKind.RIG_OFFLINE, detail, rig=rig))
+
+    def result(self, result: GuidResult, seconds: float) -> None:
+        if result.outcome is not Outcome.FAILED or result.failure_code != "no_firmware":
+            return
+        if result.model is None:
+            return
+        now = time.monotonic()
+        last = self._no_firmware_last.get(result.model)
+        if last is not None and now - last < NO_FIRMWARE_REPEAT_S:
+            return
+        self._no_firmware_last[result.model] = now
+        detail = (
+            f"no production firmware in the catalog for Device Model {result.model}; "
+            f"hub {result.guid} failed at select"
+        )
+        self._queue.put_nowait(
+            _Alert(
+                AlertKind.NO_FIRMWARE,
+                detail,
+                rig=result.rig,
+                slot=result.slot,
+                guid=result.guid,
+                model=result.model,
+            )
+        )
+
+    async def run(self) -> None:
+        while True:
+            alert = await self._queue.get()
+            try:
+                await self._store.record_alert(
+                    alert.kind,
+                    detail=alert.detail,
+                    rig=alert.rig,
+                    slot=alert.slot,
+                    guid=alert.guid,
+                    model=alert.model,
+                )
+            except StoreError as exc:
+                _LOGGER.error("alert %s not recorded: %s", alert.kind, exc)  # noqa: TRY400
