@@ -2,13 +2,17 @@
 
 Run: .venv/bin/python -m bench.link            (512 KiB image; about five minutes)
      .venv/bin/python -m bench.link --quick    (64 KiB image; a fast check)
+     .venv/bin/python -m bench.link --transport usb   (the USB row alone)
 
 For each baud rate (115200, 921600) and framing (raw, console) a fresh simulated hub (default
 `sim.timing.Timing` except the baud rate, unlocked) is served in this process on a real pty and
 flashed the way the station does it: upload, mark test, reset, await boot, confirm. The times are
 compared with `sim.timing.physical_bound`, and with `smpclient` doing the same on an identical
 hub (same framing, baud rate and buf_size; smpclient's serial transports send one request at a
-time and wait for its answer).
+time and wait for its answer). Then the same hub is flashed by jigd over USB: a device on a
+simulated full-speed USB bus served in this process on a Unix socket, reached through pyusb
+(`drivers.usb`, `sim.usb_backend`), against the bound of that link (smpclient has no USB bulk
+transport).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import hashlib
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -35,7 +40,7 @@ from jigd.model import FirmwareVersion
 from sim.harness import HubHandle, HubSpec, running_hub
 from sim.hub import HubState
 from sim.images import make_manufacturer_keys, make_signed_image
-from sim.timing import Bound, Timing, physical_bound
+from sim.timing import USB_FULL_SPEED, Bound, Timing, physical_bound
 
 BAUDS: Final = (115_200, 921_600)
 FRAMINGS: Final = ("raw", "console")
@@ -43,21 +48,10 @@ IMAGE_SIZE: Final = 512 * 1024
 QUICK_IMAGE_SIZE: Final = 64 * 1024
 NEW_VERSION: Final = FirmwareVersion.parse("04000007")
 SEED: Final = 1
-EFFICIENCY_TARGET: Final = 0.90  # raw framing, full flash
+EFFICIENCY_TARGET: Final = 0.90  # raw framing (and USB), full flash
 SPEEDUP_TARGET: Final = 1.3  # jigd vs smpclient, identical settings, upload
 BOOT_TIMEOUT_S: Final = 30.0
 CLIENT_TIMEOUT_S: Final = 10.0
-
-
-@dataclass(frozen=True)
-class Slot:
-    """What a slot config gives the driver."""
-
-    port: str
-    framing: str
-    baudrate: int
-    slot: int = 1
-    transport: str = "serial"
 
 
 @dataclass(frozen=True)
@@ -72,19 +66,24 @@ class Run:
     wire_bytes: int  # bytes the hub received during the upload
 
 
+_Flash = Callable[[Path, Timing, str, bytes], Awaitable[Run]]
+
+
 def _check_flashed(handle: HubHandle, sha: bytes, who: str) -> None:
     truth = handle.hub.truth()
     if truth["active_sha256"] != sha.hex() or truth["confirmed"] is not True:
         raise RuntimeError(f"{who}: the hub does not run the new image confirmed: {truth}")
 
 
-async def _jigd(directory: Path, timing: Timing, framing: str, image: bytes) -> Run:
+async def _jigd(
+    directory: Path, timing: Timing, framing: str, image: bytes, transport: str = "serial"
+) -> Run:
     sha = hashlib.sha256(image).digest()
     spec = HubSpec(locked=False)
-    async with running_hub(directory, spec=spec, timing=timing, framing=framing, seed=SEED) as hub:
-        link = await open_smp_link(
-            Slot(hub.path, framing, timing.baud), name="bench", options=LinkOptions()
-        )
+    async with running_hub(
+        directory, spec=spec, timing=timing, framing=framing, seed=SEED, transport=transport
+    ) as hub:
+        link = await open_smp_link(hub.slot_spec(framing), name="bench", options=LinkOptions())
         try:
             received = hub.hub.bytes_received
             started = time.perf_counter()
@@ -101,7 +100,8 @@ async def _jigd(directory: Path, timing: Timing, framing: str, image: bytes) -> 
         if result.match is not True or result.resumed_from:
             raise RuntimeError(f"jigd: unexpected upload result {result}")
         _check_flashed(hub, sha, "jigd")
-    return Run("jigd", framing, timing.baud, uploaded - started, done - started, wire)
+    label = framing if transport == "serial" else "usb"
+    return Run("jigd", label, timing.baud, uploaded - started, done - started, wire)
 
 
 def _smpclient_transport(
@@ -215,7 +215,44 @@ def _print_verdicts(runs: list[Run], bounds: dict[tuple[int, str], Bound]) -> No
             )
 
 
-async def _bench(image_size: int, bauds: list[int], repeat: int) -> None:
+def _print_usb(image_size: int, run: Run, bound: Bound) -> None:
+    eff = bound.total_s / run.flash_s
+    upload_bound = _upload_bound_s(bound)
+    print(
+        f"USB full speed ({USB_FULL_SPEED.max_packet}-byte bulk packets, "
+        f"{bound.bytes_per_s:,.0f} bytes/s, wire_s {bound.wire_s:.2f} s, flash_s "
+        f"{bound.flash_s:.2f} s): the flash bounds the upload"
+    )
+    print(
+        f"{'client':<10} {'upload s':>9} {'flash s':>8} {'bound s':>8} {'eff':>5} "
+        f"{'upload bound s':>15} {'eff':>5} {'framed wire s':>14} {'wire/image':>10}"
+    )
+    print(
+        f"{run.client:<10} {run.upload_s:>9.2f} {run.flash_s:>8.2f} {bound.total_s:>8.2f} "
+        f"{eff:>5.2f} {upload_bound:>15.2f} {upload_bound / run.upload_s:>5.2f} "
+        f"{bound.framed_wire_s:>14.2f} {run.wire_bytes / image_size:>10.3f}"
+    )
+    verdict = "OK" if eff >= EFFICIENCY_TARGET else "target not met"
+    print(
+        f"  usb: jigd full-flash efficiency {eff:.2f} (target >= {EFFICIENCY_TARGET:.2f}): "
+        f"{verdict}"
+    )
+
+
+async def _best_of(repeat: int, label: str, make: Callable[[int], Awaitable[Run]]) -> Run:
+    tries: list[Run] = []
+    for n in range(repeat):
+        run = await make(n)
+        print(f"  {label}: upload {run.upload_s:.2f} s, flash {run.flash_s:.2f} s", flush=True)
+        tries.append(run)
+    return dataclasses.replace(
+        tries[0],
+        upload_s=min(r.upload_s for r in tries),
+        flash_s=min(r.flash_s for r in tries),
+    )
+
+
+async def _bench(image_size: int, bauds: list[int], repeat: int, transports: list[str]) -> None:
     spec = HubSpec(locked=False)
     keys = make_manufacturer_keys(spec.model.manufacturer, SEED)
     image = make_signed_image(keys, spec.model, NEW_VERSION, image_size, SEED)
@@ -226,34 +263,41 @@ async def _bench(image_size: int, bauds: list[int], repeat: int) -> None:
     )
     runs: list[Run] = []
     bounds: dict[tuple[int, str], Bound] = {}
+    usb_run: Run | None = None
     with tempfile.TemporaryDirectory(prefix="jigd-bench-link-") as scratch:
         root = Path(scratch)
-        for baud in bauds:
+        for baud in bauds if "serial" in transports else []:
             timing = Timing(baud=baud)
             for framing in FRAMINGS:
                 bounds[(baud, framing)] = physical_bound(image_size, timing, framing)
                 for name, flash in (("jigd", _jigd), ("smpclient", _smpclient)):
-                    tries: list[Run] = []
-                    for n in range(repeat):
-                        directory = root / f"{name}-{baud}-{framing}-{n}"
-                        run = await flash(directory, timing, framing, image)
-                        print(
-                            f"  {name} {framing} at {baud}: upload {run.upload_s:.2f} s, "
-                            f"flash {run.flash_s:.2f} s",
-                            flush=True,
-                        )
-                        tries.append(run)
-                    runs.append(
-                        dataclasses.replace(
-                            tries[0],
-                            upload_s=min(r.upload_s for r in tries),
-                            flash_s=min(r.flash_s for r in tries),
-                        )
-                    )
-    print()
-    _print_runs(image_size, runs, bounds)
-    print()
-    _print_verdicts(runs, bounds)
+
+                    def one(
+                        n: int,
+                        name: str = name,
+                        flash: _Flash = flash,
+                        timing: Timing = timing,
+                        framing: str = framing,
+                    ) -> Awaitable[Run]:
+                        directory = root / f"{name}-{timing.baud}-{framing}-{n}"
+                        return flash(directory, timing, framing, image)
+
+                    label = f"{name} {framing} at {baud}"
+                    runs.append(await _best_of(repeat, label, one))
+        if "usb" in transports:
+
+            def one_usb(n: int) -> Awaitable[Run]:
+                return _jigd(root / f"jigd-usb-{n}", Timing(), "raw", image, "usb")
+
+            usb_run = await _best_of(repeat, "jigd usb", one_usb)
+    if runs:
+        print()
+        _print_runs(image_size, runs, bounds)
+        print()
+        _print_verdicts(runs, bounds)
+    if usb_run is not None:
+        print()
+        _print_usb(image_size, usb_run, physical_bound(image_size, Timing(), transport="usb"))
 
 
 def main() -> None:
@@ -268,9 +312,16 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per figure; the best is shown (default 1)"
     )
+    parser.add_argument(
+        "--transport",
+        choices=("serial", "usb", "all"),
+        default="all",
+        help="the serial rows, the USB row, or both (default all)",
+    )
     args = parser.parse_args()
     image_size = args.image_size or (QUICK_IMAGE_SIZE if args.quick else IMAGE_SIZE)
-    asyncio.run(_bench(image_size, args.baud or list(BAUDS), max(1, args.repeat)))
+    transports = ["serial", "usb"] if args.transport == "all" else [args.transport]
+    asyncio.run(_bench(image_size, args.baud or list(BAUDS), max(1, args.repeat), transports))
 
 
 if __name__ == "__main__":

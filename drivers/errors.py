@@ -16,6 +16,7 @@ from typing import ClassVar
 
 __all__ = [
     "AccessDenied",
+    "DeviceDisconnected",
     "DriverError",
     "DriverLoadFailed",
     "ImageRejected",
@@ -79,6 +80,31 @@ class LinkClosed(LinkError):
     def __init__(self, port: str, reason: str) -> None:
         super().__init__(port, f"link closed: {reason}")
         self.reason = reason
+
+    def waiting_for(self, port: str, what: str) -> LinkClosed:
+        """The same failure as a pending request sees it (`what` it was waiting for)."""
+        return LinkClosed(port, f"{self.reason} (while waiting for {what})")
+
+
+class DeviceDisconnected(LinkClosed):
+    """A hot-plugged link's device went away (USB cable pulled, slot unpowered: ENODEV).
+
+    The link is dead for good, even if the device comes back: open a new one.
+    """
+
+    code: ClassVar[str] = "device_disconnected"
+
+    def __init__(self, port: str, device: str, detail: str) -> None:
+        super().__init__(
+            port,
+            f"{device} disconnected ({detail}); check the cable and the slot's power, the link "
+            "is opened again when the hub is back",
+        )
+        self.device = device
+        self.detail = detail
+
+    def waiting_for(self, port: str, what: str) -> DeviceDisconnected:
+        return DeviceDisconnected(port, self.device, f"{self.detail}, while waiting for {what}")
 
 
 class LinkTimeout(LinkError):

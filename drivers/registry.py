@@ -11,13 +11,21 @@ its own entry point in the same group, e.g. in its pyproject.toml:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Final, Protocol
 
 from drivers.errors import DriverLoadFailed, UnknownDriver
 from drivers.hub_link import HubLink, LinkOptions
 
-__all__ = ["ENTRY_POINT_GROUP", "HubDriver", "SlotParams", "available_drivers", "load_driver"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "HubDriver",
+    "SlotParams",
+    "SlotSpec",
+    "available_drivers",
+    "load_driver",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,6 +49,36 @@ class SlotParams(Protocol):
 
     @property
     def baudrate(self) -> int: ...
+
+    @property
+    def usb_vendor_id(self) -> int | None:
+        """USB slots: the hub's idVendor."""
+        ...
+
+    @property
+    def usb_product_id(self) -> int | None:
+        """USB slots: the hub's idProduct."""
+        ...
+
+    @property
+    def usb_backend(self) -> str | None:
+        """USB slots: the pyusb backend (None: libusb; `sim+unix:///path`: the simulator)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSpec:
+    """Slot parameters without a station config: for tools, benchmarks and tests that open one
+    hub (`jigd.config.SlotConfig` is what the daemon passes)."""
+
+    port: str
+    framing: str = "raw"
+    baudrate: int = 115200
+    slot: int = 1
+    transport: str = "serial"
+    usb_vendor_id: int | None = None
+    usb_product_id: int | None = None
+    usb_backend: str | None = None
 
 
 class HubDriver(Protocol):

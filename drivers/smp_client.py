@@ -187,8 +187,11 @@ class SmpClient:
         always completes: with the response, a typed error, or LinkTimeout after `timeout_s`.
         Cancelling it forgets the request (a later reply is counted as unsolicited).
         """
-        if self._closed is not None:
-            raise LinkClosed(self._name, self._closed_reason())
+        closed = self._closed
+        if isinstance(closed, LinkClosed):  # the same kind: a pulled USB cable stays one
+            raise closed.waiting_for(self._name, what or describe(request))
+        if closed is not None:
+            raise LinkClosed(self._name, str(closed))
         timeout = self._timeout_s if timeout_s is None else timeout_s
         seq = self._allocate_sequence()
         head = dataclasses.replace(request.header, sequence=seq)
@@ -278,19 +281,17 @@ class SmpClient:
             _LOGGER.debug("%s: %s timed out after %.3g s", self._name, pending.what, timeout_s)
             pending.future.set_exception(LinkTimeout(self._name, pending.what, timeout_s))
 
-    def _closed_reason(self) -> str:
-        closed = self._closed
-        if isinstance(closed, LinkClosed):
-            return closed.reason
-        return str(closed)
-
     def _fail_all(self, error: LinkError) -> None:
         if self._closed is None:
             self._closed = error
-        reason = error.reason if isinstance(error, LinkClosed) else str(error)
         for pending in list(self._pending.values()):
             if not pending.future.done():
-                exc = LinkClosed(self._name, f"{reason} (while waiting for {pending.what})")
+                # The same kind of error (a pulled USB cable stays DeviceDisconnected).
+                exc = (
+                    error.waiting_for(self._name, pending.what)
+                    if isinstance(error, LinkClosed)
+                    else LinkClosed(self._name, f"{error} (while waiting for {pending.what})")
+                )
                 exc.__cause__ = error
                 pending.future.set_exception(exc)
 

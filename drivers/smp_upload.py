@@ -167,6 +167,9 @@ class SmpUpload:
         self._progress = progress
         self._name = name or client.name
         self._inflight: deque[_Chunk] = deque()
+        # The chunk taken off `_inflight` and being awaited: if the upload is cancelled then,
+        # `_discard` must still settle its future.
+        self._awaited: _Chunk | None = None
         self._send_off = 0
         self._latest = 0  # the offset the hub reported last (it processes in order)
         self._best = 0  # the highest offset the hub reported
@@ -275,7 +278,7 @@ class SmpUpload:
         """Await the oldest chunk; None if it went as planned, else why the round failed."""
         if not self._inflight:  # pragma: no cover - defensive: the loop always sends first
             raise UploadStalled(self._name, self._latest, self._total, 0)
-        head = self._inflight.popleft()
+        head = self._awaited = self._inflight.popleft()
         if not head.future.done() and await self._later_answer_first(head):
             # Answers come in order: one to a later chunk means the head's answer is lost
             # (the chunk or its answer was dropped). No need to wait for its timeout.
@@ -356,7 +359,7 @@ class SmpUpload:
     async def _drain(self) -> None:
         """Wait for every chunk still in flight, taking in the offsets the hub reports."""
         while self._inflight:
-            chunk = self._inflight.popleft()
+            chunk = self._awaited = self._inflight.popleft()
             if not chunk.future.done() and await self._later_answer_first(chunk):
                 chunk.future.cancel()
                 _LOGGER.debug("%s: answer to the chunk at %d was lost", self._name, chunk.off)
@@ -378,7 +381,7 @@ class SmpUpload:
     async def _drain_quietly(self) -> None:
         """After completion: let the hub answer what is still in flight; answers don't matter."""
         while self._inflight:
-            chunk = self._inflight.popleft()
+            chunk = self._awaited = self._inflight.popleft()
             try:
                 await chunk.future
             except (LinkTimeout, UnexpectedResponse, SmpError) as exc:
@@ -386,12 +389,14 @@ class SmpUpload:
 
     def _discard(self) -> None:
         """Forget chunks still in flight (their late replies are counted as unsolicited)."""
-        for chunk in self._inflight:
+        awaited = [self._awaited] if self._awaited is not None else []
+        for chunk in (*awaited, *self._inflight):
             if not chunk.future.done():
                 chunk.future.cancel()
             elif not chunk.future.cancelled():
                 chunk.future.exception()  # retrieved: no "never retrieved" noise
         self._inflight.clear()
+        self._awaited = None
 
     def _give_up(self, failure: Exception, rounds: int) -> None:
         if isinstance(failure, LinkTimeout):

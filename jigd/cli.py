@@ -27,6 +27,26 @@ def _config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config_reference(args: argparse.Namespace) -> int:
+    from jigd.config_reference import ReferenceMarkersError, reference_markdown, splice
+
+    text = reference_markdown()
+    if args.update is None:
+        print(text, end="")
+        return EXIT_OK
+    path = Path(args.update)
+    try:
+        path.write_text(splice(path.read_text(encoding="utf-8"), text), encoding="utf-8")
+    except OSError as exc:
+        print(f"{path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ReferenceMarkersError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{path}: configuration reference updated")
+    return EXIT_OK
+
+
 def setup_logging(verbose: bool) -> None:
     """Log lines to stderr (journald under systemd): level, logger, message."""
     logging.basicConfig(
@@ -110,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a configuration file")
     check.add_argument("path", metavar="PATH", help="TOML configuration file")
     check.set_defaults(func=_config_check)
+    reference = config_commands.add_parser(
+        "reference",
+        help="print the configuration reference (Markdown), generated from the model",
+    )
+    reference.add_argument(
+        "--update",
+        metavar="FILE",
+        help="rewrite the reference between its markers in FILE (docs/install.md) instead",
+    )
+    reference.set_defaults(func=_config_reference)
     add_catalog_parser(commands)
 
     run = commands.add_parser("run", help="run the station daemon in the foreground")
@@ -132,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, default=256 * 1024, metavar="BYTES")
     demo.add_argument("--baud", type=int, default=921600)
     demo.add_argument("--framing", choices=["raw", "console"], default="raw")
+    demo.add_argument(
+        "--transport",
+        choices=["serial", "usb", "mixed"],
+        default="serial",
+        help="slots on ptys, on the simulated USB bus, or mixed: odd rigs serial, even rigs USB",
+    )
     demo.add_argument(
         "--mqtt",
         metavar="URL",

@@ -64,12 +64,20 @@ class SlotConfig(_Strict):
     baudrate: Annotated[int, Field(gt=0)] = 115200
     usb_vendor_id: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
     usb_product_id: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    usb_backend: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9+.-]*://.+$",
+        description="usb: the pyusb backend; unset for libusb-1.0, or a URL whose scheme names "
+        "a `jigd.usb_backends` entry point (`sim+unix:///path/usb.sock`: jigsim's USB bus)",
+    )
     driver: str = Field(default="smp", description="name in the jigd.drivers entry-point group")
 
     @model_validator(mode="after")
     def _usb_needs_ids(self) -> SlotConfig:
         if self.transport == "usb" and (self.usb_vendor_id is None or self.usb_product_id is None):
             raise ValueError("a usb slot needs usb_vendor_id and usb_product_id")
+        if self.transport != "usb" and self.usb_backend is not None:
+            raise ValueError("usb_backend is only for a usb slot")
         return self
 
 
@@ -110,30 +118,56 @@ class MqttConfig(_Strict):
 class SecretsConfig(_Strict):
     """Where secrets live. Files, readable only by the service user; never the values here."""
 
-    master_keys_file: Path = Path("/etc/jigd/master-keys.toml")
+    master_keys_file: Path = Field(
+        default=Path("/etc/jigd/master-keys.toml"),
+        description='TOML: one `"1086" = "<64 hex>"` unlock master key per manufacturer',
+    )
 
 
 class RetryConfig(_Strict):
-    stage_attempts: Annotated[int, Field(ge=1, le=20)] = 3
-    request_retries: Annotated[int, Field(ge=0, le=20)] = 3
-    rig_reconnect_max_s: PositiveSeconds = 30.0
+    """How often work is tried again."""
+
+    stage_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=3, description="attempts at a hub's flash procedure, a power cycle between each"
+    )
+    request_retries: Annotated[int, Field(ge=0, le=20)] = Field(
+        default=3, description="resends of one SMP request after a link error"
+    )
+    rig_reconnect_max_s: PositiveSeconds = Field(
+        default=30.0, description="longest wait between reconnections to a rig controller"
+    )
 
 
 class TimeoutConfig(_Strict):
-    request_s: PositiveSeconds = 2.0
-    boot_s: PositiveSeconds = 30.0
-    stage_s: PositiveSeconds = 120.0
-    upload_s: PositiveSeconds = 900.0
-    swap_s: PositiveSeconds = 120.0
+    """How long each wait may take, in seconds."""
+
+    request_s: PositiveSeconds = Field(default=2.0, description="one SMP request's answer")
+    boot_s: PositiveSeconds = Field(default=30.0, description="a hub answering after power-on")
+    stage_s: PositiveSeconds = Field(default=120.0, description="any stage but upload and boot")
+    upload_s: PositiveSeconds = Field(default=900.0, description="a whole image upload")
+    swap_s: PositiveSeconds = Field(
+        default=120.0, description="the bootloader's swap, added to boot_s after a reset"
+    )
+    shutdown_s: PositiveSeconds = Field(
+        default=45.0,
+        description="on SIGTERM, how long hubs in the activation sequence (mark test to lock) "
+        "may take to finish; keep it below the unit's TimeoutStopSec (90 s)",
+    )
 
 
 class StationConfig(_Strict):
     """The whole configuration of one station."""
 
     station: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", description="station name")]
-    catalog_dir: Path = Path("/var/lib/jigd/catalog")
-    store_path: Path = Path("/var/lib/jigd/jigd.sqlite3")
-    control_socket: Path = Path("/run/jigd/control.sock")
+    catalog_dir: Path = Field(
+        default=Path("/var/lib/jigd/catalog"), description="the firmware catalog directory"
+    )
+    store_path: Path = Field(
+        default=Path("/var/lib/jigd/jigd.sqlite3"), description="the SQLite store (results)"
+    )
+    control_socket: Path = Field(
+        default=Path("/run/jigd/control.sock"), description="the control API's Unix socket"
+    )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
         default=None, description="TCP port of the Prometheus /metrics endpoint; none if unset"
     )

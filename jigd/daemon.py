@@ -4,6 +4,11 @@ SIGHUP re-reads the firmware catalog. The control API, the metrics endpoint and 
 publisher start once the store is recovered, the catalog loaded and the rigs' tasks started;
 they all live in one TaskGroup with the station, so one failing takes the process down cleanly
 rather than leaving it half alive.
+
+Under systemd (`Type=notify`, jigd.sdnotify) it sends READY=1 once all that runs, a STATUS= line
+(jigd.service), WATCHDOG=1 from the event loop and STOPPING=1. SIGTERM drains the station first
+(`timeouts.shutdown_s`; a second SIGTERM cuts it short), then stops MQTT (`offline`) and the
+station, and `jigd run` exits 0.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
 from drivers.registry import HubDriver
 from firmware_catalog import CatalogError
@@ -21,7 +27,9 @@ from jigd.config import StationConfig
 from jigd.control import serve_control
 from jigd.metrics import StationMetrics, serve_metrics
 from jigd.mqtt import MqttPublisher, check_mqtt_settings
+from jigd.sdnotify import Notifier, watchdog_interval_s
 from jigd.secrets import MasterKeys, Secret, load_password
+from jigd.service import StatusReporter, install_test_loop_blocker
 from jigd.station import Station, StationObserver
 
 __all__ = ["run_daemon"]
@@ -29,6 +37,7 @@ __all__ = ["run_daemon"]
 _LOGGER = logging.getLogger(__name__)
 
 METRICS_REFRESH_S = 5.0
+OUTBOX_FLUSH_S = 3.0  # at stop, how long a connected publisher may go on sending
 
 
 async def run_daemon(
@@ -49,14 +58,16 @@ async def run_daemon(
         master_keys=master_keys,
         observers=[metrics.observer(), *(observers or [])],
     )
-    loop = asyncio.get_running_loop()
+    notifier = Notifier.from_environment()
+    reporter = StatusReporter(station, notifier)
+    station.add_observer(reporter.observer())
     stop = asyncio.Event()
-    if handle_signals:
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(station))
+    uninstall = _install_signals(station, stop) if handle_signals else None
     try:
         async with asyncio.TaskGroup() as tasks, AsyncExitStack() as services:
+            watchdog = tasks.create_task(
+                notifier.watchdog_loop(watchdog_interval_s()), name="watchdog"
+            )
             running = tasks.create_task(station.run(), name="station")
             ready = tasks.create_task(station.ready.wait())
             await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -72,6 +83,7 @@ async def run_daemon(
             alerts = AlertRecorder(station.store)
             station.add_observer(alerts.observer())
             services_tasks = [refresh, tasks.create_task(alerts.run(), name="alerts")]
+            publisher = None
             if config.mqtt.enabled:
                 publisher = _publisher(station, password, metrics)
                 services_tasks.append(tasks.create_task(publisher.run(), name="mqtt"))
@@ -82,15 +94,83 @@ async def run_daemon(
                 _LOGGER.info("metrics on %s", server.url)
             if on_ready is not None:
                 on_ready(station)
+            notifier.ready(await reporter.text())
+            services_tasks.append(tasks.create_task(reporter.run(), name="sd-status"))
             stopping = tasks.create_task(stop.wait())
             await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
             _LOGGER.info("station %s: stopping", config.station)
-            for task in (running, stopping, *services_tasks):
-                task.cancel()
+            notifier.stopping("stopping")
+            if not running.done():
+                await _drain(station, stop, reporter)
+            if publisher is not None:
+                await _flush_outbox(station, publisher)
+            await _stop_in_order(running, [stopping, *services_tasks])
+            watchdog.cancel()
     finally:
-        if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+        notifier.close()
+        if uninstall is not None:
+            uninstall()
+
+
+def _install_signals(station: Station, stop: asyncio.Event) -> Callable[[], None]:
+    """SIGTERM and SIGINT stop (a second one cuts the drain short), SIGHUP reloads the catalog."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(station))
+    unblock = install_test_loop_blocker(loop)
+
+    def uninstall() -> None:
+        if unblock is not None:
+            unblock()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    return uninstall
+
+
+async def _flush_outbox(station: Station, publisher: MqttPublisher) -> None:
+    """Give a connected publisher up to OUTBOX_FLUSH_S to send what the drain recorded; what is
+    left waits in the outbox for the next start (never lost, only later)."""
+    deadline = asyncio.get_running_loop().time() + OUTBOX_FLUSH_S
+    while publisher.connected and await station.store.outbox_depth() > 0:
+        if asyncio.get_running_loop().time() > deadline:
+            _LOGGER.info(
+                "stopping with %d message(s) in the outbox", await station.store.outbox_depth()
+            )
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _stop_in_order(station: asyncio.Task[None], services: list[asyncio.Task[Any]]) -> None:
+    """The services first (MQTT says `offline`, which needs the store), then the station.
+
+    Called after the drain, so the station has let go of its hubs and recorded what it could.
+    """
+    for task in services:
+        task.cancel()
+    await asyncio.wait(services)
+    station.cancel()
+    await asyncio.wait({station})
+
+
+async def _drain(station: Station, stop: asyncio.Event, reporter: StatusReporter) -> None:
+    """Let the station drain within `timeouts.shutdown_s`; a second SIGTERM or SIGINT cuts it."""
+    stop.clear()
+    reporter.poke()
+    bound_s = station.config.timeouts.shutdown_s
+    drained = asyncio.ensure_future(station.drain(bound_s))
+    again = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({drained, again}, return_when=asyncio.FIRST_COMPLETED)
+        if again.done():
+            _LOGGER.warning(
+                "station %s: stopped again; not waiting for hubs", station.config.station
+            )
+    finally:
+        for task in (drained, again):
+            task.cancel()
+        await asyncio.gather(drained, again, return_exceptions=True)
 
 
 async def _mqtt_password(config: StationConfig) -> Secret | None:

@@ -43,6 +43,8 @@ from jigd.model import DeviceModel, FirmwareVersion
 from jigd.mqtt import parse_mqtt_url
 from sim.images import make_manufacturer_keys, make_signed_image, write_keys
 from sim.pallet import Pallet, make_pallet, write_pallet
+from sim.serve import USB_INFO_FILE, USB_SOCKET_FILE, usb_rigs_for
+from sim.usb_device import SIM_USB_PRODUCT_ID, SIM_USB_VENDOR_ID
 
 __all__ = ["DemoOptions", "DemoRun", "check_books", "run_demo"]
 
@@ -73,12 +75,19 @@ class DemoOptions:
     current: int | None = None
     live: bool = True  # redraw the slot table when stdout is a terminal (else progress lines)
     mqtt: MqttConfig | None = None  # publish to this broker (`--mqtt URL`); None: outbox only
+    transport: str = "serial"  # serial | usb | mixed (odd rigs serial, even rigs USB)
     metrics_port: int | None = None  # serve /metrics on 127.0.0.1:N
     outbox_drain_s: float = 15.0  # with mqtt: how long to wait for the last messages at the end
 
     def __post_init__(self) -> None:
         if not 1 <= self.slots <= MAX_SLOTS_PER_RIG:
             raise ValueError(f"slots per rig must be 1 to {MAX_SLOTS_PER_RIG}, not {self.slots}")
+        usb_rigs_for(self.transport, self.rigs)  # ValueError naming the choices if unknown
+
+    @property
+    def usb_rigs(self) -> frozenset[int]:
+        """The rigs whose slots are USB devices on the simulator's USB bus."""
+        return usb_rigs_for(self.transport, self.rigs)
 
 
 @dataclass
@@ -185,6 +194,7 @@ def config_text(options: DemoOptions, paths: Paths) -> str:
         "boot_s = 10.0",
         "swap_s = 10.0",
         "stage_s = 30.0",
+        "shutdown_s = 20.0",  # within the demo's STOP_TIMEOUT_S before it kills the daemon
         "",
         "[retries]",
         "stage_attempts = 3",
@@ -201,6 +211,14 @@ def config_text(options: DemoOptions, paths: Paths) -> str:
         ]
         lines.append("slots = [")
         for slot in range(1, options.slots + 1):
+            if rig in options.usb_rigs:
+                lines.append(
+                    f'    {{ slot = {slot}, transport = "usb", port = "1-{rig}.{slot}", '
+                    f"usb_vendor_id = 0x{SIM_USB_VENDOR_ID:04x}, "
+                    f"usb_product_id = 0x{SIM_USB_PRODUCT_ID:04x}, "
+                    f'usb_backend = "sim+unix://{root / "sim" / USB_SOCKET_FILE}" }},'
+                )
+                continue
             port = root / "sim" / f"rig{rig}" / f"slot{slot}"
             lines.append(
                 f'    {{ slot = {slot}, port = "{port}", framing = "{options.framing}", '
@@ -267,6 +285,7 @@ def sim_process(options: DemoOptions, paths: Paths) -> Process:
         "--framing", options.framing,
         "--handling-s", str(options.handling_s),
         "--baud", str(options.baud),
+        "--transport", options.transport,
     ]  # fmt: skip
     return Process("jigsim", argv, paths.root / "jigsim.log")
 
@@ -277,12 +296,15 @@ def daemon_process(paths: Paths) -> Process:
 
 
 def rig_paths(options: DemoOptions, paths: Paths) -> list[Path]:
-    """Every rig controller and slot port the simulator publishes: it is ready when all exist."""
-    return [
+    """Every rig controller and slot pty the simulator publishes, and its USB bus's `usb.json`
+    when some rigs are USB: the simulator is ready when all exist."""
+    slots = [f"slot{slot}" for slot in range(1, options.slots + 1)]
+    found = [
         paths.sim / f"rig{rig}" / name
         for rig in range(1, options.rigs + 1)
-        for name in ("ctl", *(f"slot{slot}" for slot in range(1, options.slots + 1)))
+        for name in ("ctl", *([] if rig in options.usb_rigs else slots))
     ]
+    return [*found, paths.sim / USB_INFO_FILE] if options.usb_rigs else found
 
 
 async def wait_for_paths(paths: Sequence[Path], process: Process, timeout_s: float) -> None:
@@ -574,6 +596,7 @@ def demo_options_from(args: Any) -> DemoOptions:
         baud=args.baud,
         framing=args.framing,
         mqtt=parse_mqtt_url(args.mqtt) if args.mqtt is not None else None,
+        transport=args.transport,
         metrics_port=args.metrics_port,
     )
 

@@ -8,6 +8,11 @@ stays in its slot afterwards is not handled again until it is taken out.
 
 If the rig goes away, or the hub is pulled, while an attempt runs, the attempt is interrupted,
 not failed: the GUID is resumed when the hub is seen again.
+
+When jigd stops (`drain()`), the worker takes no new hub. A hub in the activation sequence (mark
+test, reset, swap and boot, verify, confirm, lock) or in a slot power cycle is let finish; any
+other attempt is interrupted at once, recorded resumable: its upload resumes from the hub's
+offset when jigd runs again.
 """
 
 from __future__ import annotations
@@ -37,6 +42,15 @@ _LOGGER = logging.getLogger(__name__)
 POWER_OFF_S: Final = 0.5  # how long a slot stays unpowered in a power cycle
 IDENTIFY_ATTEMPTS: Final = 3
 PROGRESS_STEP: Final = 0.5  # percent: smaller progress changes are not reported
+# From the end of the upload to the lock, an attempt is let finish when jigd stops: cutting it
+# would not harm the hub (swaps are power-fail safe, attempts resume), but finishing it records
+# the hub's outcome now instead of after a restart, another swap check and a re-verify.
+UNCUT_STAGES: Final = frozenset(
+    {Stage.MARK_TEST, Stage.RESET, Stage.AWAIT_BOOT, Stage.VERIFY, Stage.CONFIRM, Stage.LOCK}
+)
+STOPPING_REASON: Final = "jigd stopping"
+HUB_TAKEN_OUT: Final = "hub taken out"  # the interruption reason when a hub is pulled
+NO_ANSWER: Final = "no_answer"  # failure code: a hub interrupted mid-flash never answered again
 _STAGE_ORDER: Final = {stage: index for index, stage in enumerate(Stage)}
 
 
@@ -99,6 +113,10 @@ class _InterruptedError(Exception):
     """The rig stopped answering, or another hub answered: not the hub's fault."""
 
 
+class _StoppingError(Exception):
+    """jigd is stopping: the attempt was closed resumable at a point between stages."""
+
+
 class SlotWorker:
     """The task of one slot. `run()` is owned by the station's TaskGroup."""
 
@@ -112,6 +130,8 @@ class SlotWorker:
         self._present = False
         self._changed = asyncio.Event()
         self._handler: asyncio.Task[None] | None = None
+        self._draining = False
+        self._uncut = 0  # > 0 while in a section that stopping must not cut (a power cycle)
 
     @property
     def label(self) -> str:
@@ -120,6 +140,29 @@ class SlotWorker:
     @property
     def status(self) -> SlotStatus:
         return self._status
+
+    @property
+    def finishing(self) -> bool:
+        """Stopping waits for this hub: it is in the activation sequence or a power cycle."""
+        return self._handler is not None and (self._uncut > 0 or self._status.stage in UNCUT_STAGES)
+
+    def drain(self) -> None:
+        """jigd is stopping: take no new hub; interrupt this one unless it is finishing.
+
+        `run()` returns once the slot has let go of its hub.
+        """
+        self._draining = True
+        self._changed.set()
+        if not self.finishing:
+            self._interrupt(STOPPING_REASON)
+
+    def _stopping(self) -> bool:
+        return self._draining  # a call: the flag changes across awaits, unlike what mypy sees
+
+    def _checkpoint(self) -> None:
+        """Where an uncut section ends: interrupt now if jigd began stopping during it."""
+        if self._draining and not self.finishing:
+            self._interrupt(STOPPING_REASON)
 
     # -- called by the rig supervisor ------------------------------------------------------
 
@@ -140,7 +183,7 @@ class SlotWorker:
             return
         self._present = present
         if not present:
-            self._interrupt("hub taken out")
+            self._interrupt(HUB_TAKEN_OUT)
             self._set(
                 state=SlotState.EMPTY,
                 guid=None,
@@ -156,9 +199,11 @@ class SlotWorker:
     # -- the task ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Handle each hub put in the slot, once, for ever."""
-        while True:
+        """Handle each hub put in the slot, once, until the station drains."""
+        while not self._draining:
             await self._wait_for(lambda: self._rig_up and self._present)
+            if self._stopping():
+                break
             handler = asyncio.ensure_future(self._handle_hub())
             self._handler = handler
             try:
@@ -168,6 +213,8 @@ class SlotWorker:
                 if task is not None and task.cancelling():
                     raise  # the station is stopping
                 continue  # interrupted: handle the hub again once the rig/hub is back
+            except _StoppingError:
+                continue
             except _InterruptedError as exc:
                 self._set(state=SlotState.ATTENTION, stage=None, detail=str(exc))
                 await self._led(LedColour.BLINK)
@@ -197,7 +244,8 @@ class SlotWorker:
             await self._wait_for(lambda: not self._present or not self._rig_up)
 
     async def _wait_for(self, condition: Callable[[], bool]) -> None:
-        while not condition():
+        """Wait until `condition` holds, or the station drains."""
+        while not condition() and not self._draining:
             self._changed.clear()
             await self._changed.wait()
 
@@ -225,8 +273,11 @@ class SlotWorker:
     async def _handle_hub(self) -> None:
         self._set(state=SlotState.BUSY, stage=Stage.IDENTIFY, progress=0.0, detail="")
         await self._led(LedColour.AMBER)
+        t0 = time.monotonic()
         identity = await self._identify()
         if identity is None:
+            if await self._silent_since_interrupted(t0):
+                return
             self._set(state=SlotState.ATTENTION, stage=None, detail="the hub does not answer")
             await self._led(LedColour.BLINK)
             return
@@ -260,6 +311,57 @@ class SlotWorker:
                 await self._power_cycle()
         return None
 
+    async def _silent_since_interrupted(self, t0: float) -> bool:
+        """A hub that does not answer, in the slot where a GUID's attempt was interrupted while
+        the hub stayed in (jigd stopped, or lost the rig): that hub is taken to be the GUID,
+        and it fails at `identify` with code `no_answer` (a swap or boot it never came back
+        from), instead of waiting in the slot for a person while its GUID stays pending.
+        False when no such GUID is known (the hub is then left for a person, BLINK)."""
+        store = self._deps.store
+        state = await store.interrupted_in_slot(self._rig.rig, self._config.slot)
+        if state is None:
+            return False
+        history = await store.attempts(state.batch_id, state.guid)
+        if not history or history[-1].error_detail == HUB_TAKEN_OUT:
+            return False  # that hub left the slot: the one in it now may be any hub
+        reached = history[-1].stage_reached
+        self._set(guid=state.guid, batch_id=state.batch_id)
+        attempt = await store.begin_attempt(
+            state.batch_id, state.guid, self._rig.rig, self._config.slot
+        )
+        detail = (
+            f"the hub in {self._label} was being flashed as {state.guid} (attempt "
+            f"{attempt - 1}, last recorded stage {reached or 'none'}) when that attempt was "
+            "interrupted, "
+            f"and has not answered since ({IDENTIFY_ATTEMPTS} tries, power cycled between them)"
+        )
+        await store.end_attempt(
+            state.batch_id,
+            state.guid,
+            attempt,
+            stage=Stage.IDENTIFY,
+            error_code=NO_ANSWER,
+            error_detail=detail,
+        )
+        _LOGGER.error("%s: %s", self._label, detail)
+        result = GuidResult(
+            batch_id=state.batch_id,
+            guid=state.guid,
+            outcome=Outcome.FAILED,
+            rig=self._rig.rig,
+            slot=self._config.slot,
+            attempts=attempt,
+            started=state.started or datetime.now(UTC),
+            finished=datetime.now(UTC),
+            model=state.model,
+            from_version=state.from_version,
+            failure_stage=Stage.IDENTIFY,
+            failure_code=NO_ANSWER,
+            failure_detail=detail,
+        )
+        await self._record(result, t0)
+        return True
+
     async def _open(self) -> HubLink:
         options = LinkOptions(
             timeout_s=self._deps.timeouts.request_s,
@@ -283,16 +385,23 @@ class SlotWorker:
         failure: FlashError | None = None
         link_errors: list[str] = []
         for tries in range(1, self._deps.retries.stage_attempts + 1):
-            attempt = await store.begin_attempt(
-                ref.batch_id,
-                identity.guid,
-                self._rig.rig,
-                self._config.slot,
-                model=identity.model,
-                from_version=identity.firmware_version,
-            )
+            if self._draining:
+                raise _StoppingError(STOPPING_REASON)
+            self._uncut += 1  # an attempt is begun and then interrupted, or not begun at all
+            try:
+                attempt = await store.begin_attempt(
+                    ref.batch_id,
+                    identity.guid,
+                    self._rig.rig,
+                    self._config.slot,
+                    model=identity.model,
+                    from_version=identity.firmware_version,
+                )
+            finally:
+                self._uncut -= 1
             self._set(attempts=attempt, stage=Stage.AUTHORIZE)
             try:
+                self._checkpoint()
                 self._authorize(ref, identity)
                 success = await self._one_attempt(ref, identity, attempt, link_errors)
             except (asyncio.CancelledError, _InterruptedError) as exc:
@@ -315,6 +424,16 @@ class SlotWorker:
                     failure = exc
                 if not exc.retryable or tries == self._deps.retries.stage_attempts:
                     break
+                if self._stopping():
+                    # No retry now: the next run retries this hub from what it reports.
+                    await store.interrupt_attempt(
+                        ref.batch_id,
+                        identity.guid,
+                        attempt,
+                        stage=exc.stage,
+                        reason=f"{STOPPING_REASON} after {exc.code} at stage {exc.stage}",
+                    )
+                    raise _StoppingError(STOPPING_REASON) from exc
                 await store.end_attempt(
                     ref.batch_id,
                     identity.guid,
@@ -439,6 +558,9 @@ class SlotWorker:
 
     async def _recover(self, identity: HubIdentity) -> HubIdentity:
         """Power cycle before a retry; re-identify (the same GUID must come back)."""
+        if self._draining:
+            # Between attempts: no attempt is open; the next start marks the GUID interrupted.
+            raise _StoppingError(STOPPING_REASON)
         self._set(stage=Stage.IDENTIFY, progress=0.0)
         await self._power_cycle()
         try:
@@ -459,13 +581,18 @@ class SlotWorker:
         return again
 
     async def _power_cycle(self) -> None:
+        """Power off, wait, power on: never cut by stopping, so no slot is left unpowered."""
         slot = self._config.slot
+        self._uncut += 1
         try:
             await self._rig.power(slot, False)
             await asyncio.sleep(POWER_OFF_S)
             await self._rig.power(slot, True)
         except RigError as exc:
             raise _InterruptedError(f"cannot power cycle the slot: {exc}") from exc
+        finally:
+            self._uncut -= 1
+        self._checkpoint()
 
     async def _record(self, result: GuidResult, t0: float) -> None:
         """Durable first, then the LED and everyone else."""

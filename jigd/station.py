@@ -5,6 +5,9 @@ then runs every rig supervisor and slot worker, the event-loop lag monitor (`jig
 the control API in one TaskGroup until it is cancelled. A slot's or a rig's trouble stays its
 own: workers catch what they can handle and a rig that goes away is reconnected while the others
 keep working.
+
+To stop without harming a hub, `drain()` first (jigd.slot: hubs in the activation sequence
+finish, other attempts are interrupted resumable), then cancel `run()`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from jigd.looplag import LoopLagMonitor
 from jigd.model import Guid, Outcome, SlotState, Stage
 from jigd.rig import RigSupervisor
 from jigd.secrets import MasterKeys, load_master_keys
-from jigd.slot import LinkStats, SlotDeps, SlotStatus
+from jigd.slot import LinkStats, SlotDeps, SlotStatus, SlotWorker
 from jigd.store import GuidResult
 from jigd.store.sqlite import SqliteStore
 
@@ -84,6 +87,8 @@ class Station:
         self.loop_lag = LoopLagMonitor()
         self.ready = asyncio.Event()
         self.started = time.monotonic()
+        self._worker_tasks: dict[asyncio.Task[None], SlotWorker] = {}
+        self._draining = False
 
     @property
     def store(self) -> SqliteStore:
@@ -107,6 +112,48 @@ class Station:
 
     def slots(self) -> list[SlotStatus]:
         return [w.status for rig in self.rigs for w in rig.workers.values()]
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop taking hubs and wait up to `timeout_s` for every slot to let go of its hub.
+
+        Hubs in the activation sequence (mark test to lock) or a power cycle are let finish and
+        recorded; every other attempt is interrupted now and resumes from the hub's state on
+        the next start. True when all slots let go in time; either way, cancel `run()` next:
+        what is still running then is cut, and resumes the same way.
+        """
+        self._draining = True
+        workers = [w for rig in self.rigs for w in rig.workers.values()]
+        finishing = [w.label for w in workers if w.finishing]
+        _LOGGER.info(
+            "station %s: draining; %d slot(s) finishing their hub (%s), at most %g s",
+            self.config.station,
+            len(finishing),
+            ", ".join(finishing) or "none",
+            timeout_s,
+        )
+        for worker in workers:
+            worker.drain()
+        running = [t for t in self._worker_tasks if not t.done()]
+        if not running:
+            return True
+        _, pending = await asyncio.wait(running, timeout=timeout_s)
+        if pending:
+            late = [self._worker_tasks[t] for t in pending]
+            _LOGGER.warning(
+                "station %s: %d slot(s) still busy after %g s, cut now and resumed on the next "
+                "start: %s",
+                self.config.station,
+                len(pending),
+                timeout_s,
+                ", ".join(f"{w.label} at {w.status.stage}" for w in late),
+            )
+            return False
+        _LOGGER.info("station %s: drained", self.config.station)
+        return True
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Run until cancelled."""
@@ -153,7 +200,8 @@ class Station:
                 for rig in self.rigs:
                     tasks.create_task(rig.run(), name=f"rig{rig.rig}")
                     for worker in rig.workers.values():
-                        tasks.create_task(worker.run(), name=worker.label)
+                        task = tasks.create_task(worker.run(), name=worker.label)
+                        self._worker_tasks[task] = worker
                 self.ready.set()
                 _LOGGER.info(
                     "station %s: %d rig(s), %d slot(s) running",

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('jigd')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_keys_parser(commands)
-    add_sim_parsers(commands)  # bound, pallet, serve (sim/commands.py)
+    add_sim_parsers(commands)  # bound, pallet, serve, usb (sim/commands.py)
     return parser
 
 

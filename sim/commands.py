@@ -1,4 +1,4 @@
-"""The `jigsim bound`, `jigsim pallet` and `jigsim serve` subcommands.
+"""The `jigsim bound`, `jigsim pallet`, `jigsim serve` and `jigsim usb` subcommands.
 
 Each `add_*_parser(commands)` adds one subcommand whose `func` runs it and returns the exit
 code: 0 success, 1 operational failure, 2 bad usage or bad input (with a message naming the
@@ -20,7 +20,13 @@ from jigd.model import DeviceModel, FirmwareVersion, IdentifierError
 if TYPE_CHECKING:
     from sim.timing import Timing
 
-__all__ = ["add_bound_parser", "add_pallet_parser", "add_serve_parser", "add_sim_parsers"]
+__all__ = [
+    "add_bound_parser",
+    "add_pallet_parser",
+    "add_serve_parser",
+    "add_sim_parsers",
+    "add_usb_parser",
+]
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -66,6 +72,24 @@ def _positive(text: str) -> int:
     if value == 0:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _usb_id(text: str) -> int:
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hex USB id such as 2fe3") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a 16-bit USB id")
+    return value
+
+
+def _rig_list(text: str) -> frozenset[int]:
+    try:
+        rigs = frozenset(_positive(part.strip()) for part in text.split(","))
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}; write e.g. 2,4") from None
+    return rigs
 
 
 def _seconds(text: str) -> float:
@@ -114,13 +138,19 @@ def _bound(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    bound = physical_bound(args.image_size, timing, args.framing)
+    bound = physical_bound(args.image_size, timing, args.framing, transport=args.transport)
     if args.json:
         print(json.dumps(bound.as_dict()))
     else:
+        if bound.transport == "usb":
+            link = f"on full-speed USB ({bound.bytes_per_s:,.0f} bytes/s in 64-byte packets)"
+            wire = "image bytes / USB bulk rate"
+        else:
+            link = f"at {bound.baud} baud ({bound.framing} framing)"
+            wire = "image bytes x 10 / baud"
         print(
-            f"image {bound.image_size} bytes at {bound.baud} baud ({bound.framing} framing)\n"
-            f"wire_s  {bound.wire_s:.3f}  (image bytes x 10 / baud)\n"
+            f"image {bound.image_size} bytes {link}\n"
+            f"wire_s  {bound.wire_s:.3f}  ({wire})\n"
             f"flash_s {bound.flash_s:.3f}  (erase every sector, program every page)\n"
             f"fixed_s {bound.fixed_s:.3f}  (reset + swap + boot)\n"
             f"total_s {bound.total_s:.3f}  = max(wire_s, flash_s) + fixed_s\n"
@@ -139,6 +169,12 @@ def add_bound_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--image-size", type=_positive, required=True, metavar="BYTES")
     parser.add_argument("--framing", choices=("raw", "console"), default="raw")
+    parser.add_argument(
+        "--transport",
+        choices=("serial", "usb"),
+        default="serial",
+        help="serial (--baud, --framing) or full-speed USB bulk (default serial)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     _add_timing_arguments(parser)
     parser.set_defaults(func=_bound)
@@ -246,6 +282,7 @@ def _serve(args: argparse.Namespace) -> int:
         TimingTable,
         load_timing_table,
         serve,
+        usb_rigs_for,
     )
 
     logging.basicConfig(
@@ -265,6 +302,16 @@ def _serve(args: argparse.Namespace) -> int:
                 extra=0,
                 current=0,
             )
+        usb_rigs = (
+            args.usb_rigs if args.usb_rigs is not None else usb_rigs_for(args.transport, args.rigs)
+        )
+        outside = sorted(r for r in usb_rigs if r > args.rigs)
+        if outside:
+            print(
+                f"error: --usb-rigs {outside}: there are only {args.rigs} rig(s)",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
         options = ServeOptions(
             directory=args.dir,
             rigs=args.rigs,
@@ -279,6 +326,10 @@ def _serve(args: argparse.Namespace) -> int:
             handling_s=args.handling_s,
             fault_profile=FaultProfile(args.faults) if args.faults else None,
             outage_rig=args.outage_rig,
+            usb_rigs=usb_rigs,
+            usb_socket=args.usb_socket,
+            usb_vendor_id=args.usb_vendor_id,
+            usb_product_id=args.usb_product_id,
         )
         return asyncio.run(serve(options))
     except (PalletError, KeysError, TimingFileError, ValidationError, ValueError) as exc:
@@ -291,7 +342,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def add_serve_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     from sim.operator import DEFAULT_HANDLING_S
-    from sim.serve import DEFAULT_SERVE_IMAGE_SIZE
+    from sim.serve import DEFAULT_SERVE_IMAGE_SIZE, TRANSPORT_CHOICES
+    from sim.usb_device import SIM_USB_PRODUCT_ID, SIM_USB_VENDOR_ID
 
     parser = commands.add_parser(
         "serve",
@@ -331,6 +383,42 @@ def add_serve_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         help=f"size of the hubs' initial images (default {DEFAULT_SERVE_IMAGE_SIZE})",
     )
     parser.add_argument("--framing", choices=("raw", "console"), default="raw")
+    usb = parser.add_argument_group("USB rigs (slots on a simulated USB bus, docs/simulator.md)")
+    which = usb.add_mutually_exclusive_group()
+    which.add_argument(
+        "--transport",
+        choices=TRANSPORT_CHOICES,
+        default="serial",
+        help="serial: every rig's slots are ptys; usb: every rig's slots are USB devices; "
+        "mixed: odd rigs serial, even rigs USB (default serial)",
+    )
+    which.add_argument(
+        "--usb-rigs",
+        type=_rig_list,
+        metavar="R[,R...]",
+        help="exactly these rigs are USB, the others serial",
+    )
+    usb.add_argument(
+        "--usb-socket",
+        type=Path,
+        metavar="PATH",
+        help="the USB bus's Unix socket (default DIR/usb.sock); slots name it as "
+        "usb_backend = sim+unix://PATH",
+    )
+    usb.add_argument(
+        "--usb-vendor-id",
+        type=_usb_id,
+        default=SIM_USB_VENDOR_ID,
+        metavar="HEX",
+        help=f"idVendor of the USB hubs (default {SIM_USB_VENDOR_ID:04x})",
+    )
+    usb.add_argument(
+        "--usb-product-id",
+        type=_usb_id,
+        default=SIM_USB_PRODUCT_ID,
+        metavar="HEX",
+        help=f"idProduct of the USB hubs (default {SIM_USB_PRODUCT_ID:04x})",
+    )
     parser.add_argument(
         "--handling-s",
         type=_seconds,
@@ -352,8 +440,60 @@ def add_serve_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=_serve)
 
 
+# ---- usb --------------------------------------------------------------------------------------
+
+
+def _usb(args: argparse.Namespace) -> int:
+    from sim.usb_wire import UsbRequestError, WireError, request
+
+    message: dict[str, object] = {"op": args.action}
+    if args.action != "devices":
+        if not args.port:
+            print(f"error: usb {args.action} needs a PORT such as 1-2.3", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        message["port"] = args.port
+    try:
+        answer = request(str(args.socket), message)
+    except UsbRequestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if exc.name in ("not_found", "invalid_param") else EXIT_FAILED
+    except (OSError, WireError) as exc:
+        print(f"error: {args.socket}: cannot reach the simulated USB bus: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    devices = answer if isinstance(answer, list) else [answer]
+    for device in devices:
+        print(
+            f"{device['port']}  {'attached' if device['attached'] else 'detached'}  "
+            f"{'plugged' if device['plugged'] else 'unplugged'}  "
+            f"address {device['address'] if device['address'] is not None else '-'}  "
+            f"{device['guid'] or 'empty'}"
+        )
+    return EXIT_OK
+
+
+def add_usb_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "usb",
+        help="list the simulated USB hubs, or pull and put back one's cable",
+        description="Talk to the USB bus of a running `jigsim serve`: `devices` lists every USB "
+        "slot's device; `unplug PORT` pulls its cable (the device leaves the bus, the hub keeps "
+        "running); `plug PORT` puts it back (the device enumerates again at a new address).",
+    )
+    parser.add_argument("action", choices=("devices", "unplug", "plug"))
+    parser.add_argument("port", nargs="?", metavar="PORT", help="a USB port path such as 1-2.3")
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="the bus's Unix socket (`jigsim serve` prints it; default there DIR/usb.sock)",
+    )
+    parser.set_defaults(func=_usb)
+
+
 def add_sim_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
-    """Add `bound`, `pallet` and `serve`."""
+    """Add `bound`, `pallet`, `serve` and `usb`."""
     add_bound_parser(commands)
     add_pallet_parser(commands)
     add_serve_parser(commands)
+    add_usb_parser(commands)

@@ -4,7 +4,8 @@ The hub follows docs/hub-protocol.md. It is served on a byte stream (`serve(port
 task takes bytes from the port only as fast as the wire delivers them (`baud / 10` per second),
 decodes frames into at most `buf_count` receive buffers, and keeps receiving while a worker
 answers the buffered requests in order (programming flash takes time; that is what a pipelining
-host exploits). A writer task paces the responses the same way.
+host exploits). A writer task paces the responses the same way. A port that paces bytes itself
+(a simulated USB device, `sim.usb_device`) serves the hub with a `Wire` whose rate is None.
 
 State that a real hub keeps in flash (`HubFlash`: slots, the unfinished upload, settings) survives
 `power_off()`; everything else (receive buffers, the unlock nonce, a half-sent response) is lost.
@@ -53,10 +54,10 @@ from sim.image_check import (
     signature_problem,
     zephyr_version,
 )
-from sim.pty_port import Port
+from sim.pty_port import READ_CHUNK, Port
 from sim.timing import Timing
 
-__all__ = ["HubFlash", "HubState", "SimHub", "SwapKind", "UploadRecord", "framing_named"]
+__all__ = ["HubFlash", "HubState", "SimHub", "SwapKind", "UploadRecord", "Wire", "framing_named"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -165,6 +166,18 @@ def framing_named(name: str, timing: Timing) -> Framing:
     raise ValueError(f"unknown SMP framing {name!r}; use 'console' or 'raw'")
 
 
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """How the port a hub is served on carries its frames.
+
+    `framing` turns frames into the port's bytes and back; `bytes_per_s` is the rate the hub
+    paces its reads and writes at, or None when the port paces the bytes itself.
+    """
+
+    framing: Framing
+    bytes_per_s: float | None
+
+
 _Handler = Callable[[bytes, SmpHeaderFields], Awaitable[bytes]]
 
 
@@ -202,6 +215,9 @@ class SimHub:
         self._fired: set[str] = set()  # one-shot faults that already happened
         self.name = f"hub {guid}"
         self.on_power_lost: Callable[[], None] | None = None
+        # Called after every change of `powered` (power on, power off, injected brown-out).
+        self.power_listeners: list[Callable[[], None]] = []
+        self._wire = Wire(self.framing, self.timing.bytes_per_s)
 
         # RAM: lost at power off and reset.
         self._state = HubState.OFF
@@ -279,14 +295,25 @@ class SimHub:
         """Wait until the hub is in one of `states`; TimeoutError after `timeout_s`."""
         await self.wait_until(lambda: self._state in states, timeout_s=timeout_s)
 
-    async def serve(self, port: Port) -> None:
-        """Be connected to `port` until cancelled. Flash state stays with the hub."""
+    async def serve(self, port: Port, wire: Wire | None = None) -> None:
+        """Be connected to `port` until cancelled. Flash state stays with the hub.
+
+        `wire` (default: the hub's own framing, paced at its timing's baud rate) says how the
+        port carries frames.
+        """
         if self._tg is not None:
             raise RuntimeError(f"{self.name} is already served on a port")
+        self._wire = wire or Wire(self.framing, self.timing.bytes_per_s)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                tg.create_task(self._rx_loop(port), name=f"{self.name} rx")
+                framing, rate = self._wire.framing, self._wire.bytes_per_s
+                receiver = (
+                    self._rx_loop(port, framing, rate)
+                    if rate is not None
+                    else self._rx_unpaced_loop(port, framing)
+                )
+                tg.create_task(receiver, name=f"{self.name} rx")
                 tg.create_task(self._tx_loop(port), name=f"{self.name} tx")
                 if self._powered:
                     self._start_session()
@@ -302,6 +329,7 @@ class SimHub:
         _LOGGER.debug("%s: power on", self.name)
         if self._tg is not None:
             self._start_session()
+        self._power_changed()
 
     def power_off(self) -> None:
         """Remove power: silent at once, work in progress abandoned, RAM lost, flash kept."""
@@ -310,6 +338,11 @@ class SimHub:
         self._powered = False
         _LOGGER.debug("%s: power off", self.name)
         self._stop_session()
+        self._power_changed()
+
+    def _power_changed(self) -> None:
+        for listener in list(self.power_listeners):
+            listener()
 
     def _start_session(self) -> None:
         assert self._tg is not None  # internal invariant
@@ -337,6 +370,7 @@ class SimHub:
         _LOGGER.info("%s: injected power loss during %s", self.name, where)
         self._powered = False
         self._stop_session()
+        self._power_changed()
         if self.on_power_lost is not None:
             self.on_power_lost()
 
@@ -432,7 +466,7 @@ class SimHub:
 
     # ---- byte pacing --------------------------------------------------------------------------
 
-    async def _rx_loop(self, port: Port) -> None:
+    async def _rx_loop(self, port: Port, framing: Framing, rate: float) -> None:
         """Take bytes from the port as fast as the wire delivers them, on a virtual clock.
 
         Bytes are read at most `RX_READ_S` of wire time at a time; each read is placed on the
@@ -441,26 +475,15 @@ class SimHub:
         have arrived. Bytes that arrive while the hub is not running are discarded.
         """
         loop = asyncio.get_running_loop()
-        rate = self.timing.bytes_per_s
         read_bytes = max(RX_SLICE_BYTES, int(rate * RX_READ_S))
         next_free = 0.0
         decoder: FrameDecoder | None = None
         decoder_epoch = -1
         while True:
-            try:
-                async with asyncio.timeout(RX_IDLE_RESET_S):
-                    data = await port.read(read_bytes)
-            except TimeoutError:
-                if decoder is not None and decoder.reset():
-                    _LOGGER.debug("%s: dropped a partial frame after idle", self.name)
+            data = await self._read(port, read_bytes, decoder)
+            if data is None or not (taken := self._decoding(data, framing, decoder, decoder_epoch)):
                 continue
-            if self._state is not HubState.RUNNING:
-                self.bytes_discarded += len(data)
-                continue
-            if decoder is None or decoder_epoch != self._epoch:
-                if decoder is not None:
-                    self.decoder_dropped_bytes += decoder.dropped_bytes
-                decoder, decoder_epoch = self.framing.decoder(), self._epoch
+            decoder, decoder_epoch = taken
             now = loop.time()
             start = next_free if now - next_free <= PACING_SLACK_S else now
             next_free = start + len(data) / rate
@@ -481,6 +504,44 @@ class SimHub:
             if next_free > loop.time():
                 await asyncio.sleep(next_free - loop.time())
 
+    async def _rx_unpaced_loop(self, port: Port, framing: Framing) -> None:
+        """As `_rx_loop`, for a port that paces the bytes itself: they are here when read."""
+        decoder: FrameDecoder | None = None
+        decoder_epoch = -1
+        while True:
+            data = await self._read(port, READ_CHUNK, decoder)
+            if data is None or not (taken := self._decoding(data, framing, decoder, decoder_epoch)):
+                continue
+            decoder, decoder_epoch = taken
+            self.bytes_received += len(data)
+            for frame in decoder.feed(data):
+                self._accept(frame)
+
+    async def _read(self, port: Port, size: int, decoder: FrameDecoder | None) -> bytes | None:
+        """Up to `size` bytes from the port; None after RX_IDLE_RESET_S of silence, when a
+        partial frame in `decoder` is dropped (a real UART driver's idle line reset)."""
+        try:
+            async with asyncio.timeout(RX_IDLE_RESET_S):
+                return await port.read(size)
+        except TimeoutError:
+            if decoder is not None and decoder.reset():
+                _LOGGER.debug("%s: dropped a partial frame after idle", self.name)
+            return None
+
+    def _decoding(
+        self, data: bytes, framing: Framing, decoder: FrameDecoder | None, epoch: int
+    ) -> tuple[FrameDecoder, int] | None:
+        """The decoder for bytes just received, and its epoch: a new one after the hub was
+        reset or power cycled. None when the hub is not running: the bytes are discarded."""
+        if self._state is not HubState.RUNNING:
+            self.bytes_discarded += len(data)
+            return None
+        if decoder is None or epoch != self._epoch:
+            if decoder is not None:
+                self.decoder_dropped_bytes += decoder.dropped_bytes
+            return framing.decoder(), self._epoch
+        return decoder, epoch
+
     def _accept(self, frame: bytes) -> None:
         self.frames_received += 1
         self._changed()
@@ -495,24 +556,26 @@ class SimHub:
         """Write responses as fast as the wire takes them: each piece of at most `TX_WRITE_S`
         of wire time is written when its last byte would have left."""
         loop = asyncio.get_running_loop()
-        rate = self.timing.bytes_per_s
-        piece_bytes = max(1, int(rate * TX_WRITE_S))
+        rate = self._wire.bytes_per_s
+        piece_bytes = max(1, int(rate * TX_WRITE_S)) if rate else READ_CHUNK
         next_free = 0.0
         while True:
             item = await self._txq.get()
             try:
                 for offset in range(0, len(item.wire), piece_bytes):
                     piece = item.wire[offset : offset + piece_bytes]
-                    now = loop.time()
-                    start = next_free if now - next_free <= PACING_SLACK_S else now
-                    next_free = start + len(piece) / rate
-                    if next_free > now:
-                        await asyncio.sleep(next_free - now)
+                    if rate is not None:
+                        now = loop.time()
+                        start = next_free if now - next_free <= PACING_SLACK_S else now
+                        next_free = start + len(piece) / rate
+                        if next_free > now:
+                            await asyncio.sleep(next_free - now)
                     if item.epoch != self._epoch:
                         break  # power lost or reset: the rest of the response never leaves
                     await port.write(piece)
                     self.bytes_sent += len(piece)
             finally:
+                port.frame_end()  # a USB device ends its transfer here, even a cut one
                 if item.sent is not None and not item.sent.done():
                     item.sent.set_result(None)
 
@@ -524,7 +587,7 @@ class SimHub:
             if sent is not None:
                 sent.set_result(None)
             return
-        wire = self.framing.encode(frame)
+        wire = self._wire.framing.encode(frame)
         if faults.corrupt_rate and self._rng.random() < faults.corrupt_rate:
             at = self._rng.randrange(len(wire))
             flipped = wire[at] ^ self._rng.randrange(1, 256)

@@ -42,6 +42,10 @@ class Port(Protocol):
         """Write all of `data`, waiting while the other side does not take it."""
         ...
 
+    def frame_end(self) -> None:
+        """The writer finished one frame (a USB device ends its bulk transfer there)."""
+        ...
+
 
 class PtyPort:
     """A pty pair: the simulator reads and writes the master, a host opens `path`."""
@@ -129,6 +133,9 @@ class PtyPort:
                 await self._wait(writing=True)  # backpressure: the host is not reading
                 continue
             view = view[sent:]
+
+    def frame_end(self) -> None:
+        """A byte stream has no frame boundaries."""
 
     def _check_open(self) -> None:
         if not self.is_open:

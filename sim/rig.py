@@ -1,7 +1,10 @@
 """Simulated rigs: slots that hold hubs, and the rig controller's ASCII line protocol.
 
 A rig publishes one pty per slot at `<dir>/rig<R>/slot<S>` and its controller at
-`<dir>/rig<R>/ctl` (DESIGN.md, "Rig controller"). The controller answers
+`<dir>/rig<R>/ctl` (DESIGN.md, "Rig controller"). A USB rig's slots are instead devices on the
+simulator's USB bus (`sim.usb_bus`) at port paths `1-<R>.<S>`; its controller is a pty as
+always. A USB slot's device is on the bus while the rig is, and its hub is in and powered
+(`POWER n OFF` takes it off). The controller answers
 
     PING                  -> OK
     PRESENCE?             -> PRESENCE 10110000   (one digit per slot, slot 1 first)
@@ -28,6 +31,8 @@ from typing import Any, Final, Self
 from jigd.model import LedColour
 from sim.hub import SimHub
 from sim.pty_port import PortClosedError, PtyPort
+from sim.usb_bus import UsbBus
+from sim.usb_device import SimUsbDevice
 
 __all__ = ["CTL_LINE_MAX", "Rig", "SimSlot", "Station"]
 
@@ -43,7 +48,7 @@ class SimSlot:
 
     rig: int
     number: int
-    port: PtyPort
+    port: PtyPort | SimUsbDevice
     hub: SimHub | None = None
     supply_on: bool = True
     led: LedColour = LedColour.OFF
@@ -56,16 +61,30 @@ class SimSlot:
 
 
 class Rig:
-    """One rig with `slots` slots, served while `async with rig:` is open."""
+    """One rig with `slots` slots, served while `async with rig:` is open.
 
-    def __init__(self, directory: Path, number: int, slots: int) -> None:
+    With `usb_bus`, its slots are USB devices on that bus, at ports (rig, slot).
+    """
+
+    def __init__(
+        self, directory: Path, number: int, slots: int, usb_bus: UsbBus | None = None
+    ) -> None:
         if not 1 <= slots <= 8:
             raise ValueError(f"a rig has 1 to 8 slots, not {slots}")
         self.number = number
         self.directory = directory / f"rig{number}"
         self.ctl = PtyPort(self.directory / "ctl")
+        self.usb = usb_bus is not None
         self.slots = [
-            SimSlot(rig=number, number=n, port=PtyPort(self.directory / f"slot{n}"))
+            SimSlot(
+                rig=number,
+                number=n,
+                port=(
+                    usb_bus.add_device((number, n))
+                    if usb_bus is not None
+                    else PtyPort(self.directory / f"slot{n}")
+                ),
+            )
             for n in range(1, slots + 1)
         ]
         self.present = False
@@ -168,6 +187,8 @@ class Rig:
         slot.hub = hub
         slot.supply_on = True
         hub.on_power_lost = lambda: self._supply_lost(slot)
+        if isinstance(slot.port, SimUsbDevice):
+            slot.port.bind(hub)
         if self.present:
             self._serve(slot)
             hub.power_on()
@@ -187,6 +208,8 @@ class Rig:
         if task is not None:
             task.cancel()
             await asyncio.wait([task], timeout=STOP_TIMEOUT_S)
+        if isinstance(slot.port, SimUsbDevice):
+            slot.port.unbind()
         slot.hub = None
         slot.led = LedColour.OFF
         if self.present:
@@ -197,7 +220,9 @@ class Rig:
 
     def _serve(self, slot: SimSlot) -> None:
         assert slot.hub is not None  # internal invariant
-        slot.serve_task = self._spawn(slot.hub.serve(slot.port), f"{slot.name} {slot.hub.name}")
+        port = slot.port
+        wire = port.wire_for(slot.hub) if isinstance(port, SimUsbDevice) else None
+        slot.serve_task = self._spawn(slot.hub.serve(port, wire), f"{slot.name} {slot.hub.name}")
 
     def _supply_lost(self, slot: SimSlot) -> None:
         slot.supply_on = False
@@ -318,11 +343,29 @@ class Rig:
 
 
 class Station:
-    """`rigs` rigs of `slots` slots under `directory`, served while `async with` is open."""
+    """`rigs` rigs of `slots` slots under `directory`, served while `async with` is open.
 
-    def __init__(self, directory: Path, rigs: int, slots: int) -> None:
+    The rigs numbered in `usb_rigs` have USB slots on `usb_bus` (which the caller serves).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        rigs: int,
+        slots: int,
+        *,
+        usb_rigs: frozenset[int] = frozenset(),
+        usb_bus: UsbBus | None = None,
+    ) -> None:
+        if usb_rigs and usb_bus is None:
+            raise ValueError("USB rigs need a USB bus")
+        unknown = sorted(r for r in usb_rigs if not 1 <= r <= rigs)
+        if unknown:
+            raise ValueError(f"USB rig(s) {unknown} out of 1-{rigs}")
         self.directory = directory
-        self.rigs = [Rig(directory, r, slots) for r in range(1, rigs + 1)]
+        self.rigs = [
+            Rig(directory, r, slots, usb_bus if r in usb_rigs else None) for r in range(1, rigs + 1)
+        ]
 
     async def __aenter__(self) -> Self:
         entered: list[Rig] = []

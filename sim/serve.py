@@ -1,5 +1,12 @@
 """`jigsim serve`: rigs, hubs from a pallet and an operator, until SIGTERM or SIGINT.
 
+Rigs are serial (a pty per slot) or USB (`usb_rigs`: each slot a device on the simulated USB bus
+served on a Unix socket, `sim.usb_bus`). With USB rigs, `<dir>/usb.json` says how to reach them:
+
+    {"schema": "jigsim.usb/1", "backend": "sim+unix:///.../usb.sock", "socket": "...",
+     "vendor_id": 12259, "product_id": 256,
+     "slots": [{"rig": 2, "slot": 1, "port": "1-2.1"}, ...]}
+
 Ground truth (every hub of the pallet: in a slot, pulled out, or never inserted) is written as
 JSON on exit and on SIGUSR1, atomically (a temporary file renamed over the old one):
 
@@ -21,6 +28,7 @@ import os
 import signal
 import sys
 import tomllib
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,10 +49,13 @@ from sim.operator import DEFAULT_HANDLING_S, Operator
 from sim.pallet import Pallet
 from sim.rig import Station
 from sim.timing import Timing
+from sim.usb_bus import UsbBus
+from sim.usb_device import SIM_USB_PRODUCT_ID, SIM_USB_VENDOR_ID
 
 __all__ = [
     "DEFAULT_SERVE_IMAGE_SIZE",
     "GROUND_TRUTH_SCHEMA",
+    "USB_INFO_SCHEMA",
     "KeysError",
     "ServeOptions",
     "TimingFileError",
@@ -54,12 +65,17 @@ __all__ = [
     "load_keys",
     "load_timing_table",
     "serve",
+    "usb_rigs_for",
     "write_json_atomically",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
 GROUND_TRUTH_SCHEMA: Final = "jigsim.ground-truth/1"
+USB_INFO_SCHEMA: Final = "jigsim.usb/1"
+USB_INFO_FILE: Final = "usb.json"
+USB_SOCKET_FILE: Final = "usb.sock"
+TRANSPORT_CHOICES: Final = ("serial", "usb", "mixed")
 DEFAULT_SERVE_IMAGE_SIZE: Final = 64 * 1024
 SHUTDOWN_TIMEOUT_S: Final = 10.0
 
@@ -245,6 +261,79 @@ class ServeOptions:
     handling_s: float = DEFAULT_HANDLING_S
     fault_profile: FaultProfile | None = None
     outage_rig: int = 1  # the rig SIGUSR2 takes off the host, and brings back on the next one
+    usb_rigs: frozenset[int] = frozenset()  # rigs whose slots are USB devices
+    usb_socket: Path | None = None  # default <directory>/usb.sock
+    usb_vendor_id: int = SIM_USB_VENDOR_ID
+    usb_product_id: int = SIM_USB_PRODUCT_ID
+
+
+def usb_rigs_for(transport: str, rigs: int) -> frozenset[int]:
+    """The USB rigs of `jigsim serve --transport`: none (serial), all (usb), or the even ones
+    (mixed: odd rigs serial, even rigs USB)."""
+    if transport == "serial":
+        return frozenset()
+    if transport == "usb":
+        return frozenset(range(1, rigs + 1))
+    if transport == "mixed":
+        return frozenset(range(2, rigs + 1, 2))
+    raise ValueError(f"unknown transport {transport!r}; use one of {', '.join(TRANSPORT_CHOICES)}")
+
+
+def usb_info(bus: UsbBus, station: Station) -> dict[str, object]:
+    """What `<dir>/usb.json` holds: how a station reaches the USB slots."""
+    return {
+        "schema": USB_INFO_SCHEMA,
+        "backend": bus.url,
+        "socket": str(bus.socket_path.resolve()),
+        "vendor_id": bus.vendor_id,
+        "product_id": bus.product_id,
+        "slots": [
+            {"rig": rig.number, "slot": slot.number, "port": slot.port.path}
+            for rig, slot in station.slots()
+            if rig.usb
+        ],
+    }
+
+
+def _usb_bus(options: ServeOptions) -> UsbBus | None:
+    if not options.usb_rigs:
+        return None
+    return UsbBus(
+        options.usb_socket or options.directory / USB_SOCKET_FILE,
+        vendor_id=options.usb_vendor_id,
+        product_id=options.usb_product_id,
+    )
+
+
+async def _start(
+    stack: AsyncExitStack, bus: UsbBus | None, station: Station, directory: Path
+) -> None:
+    """Serve the USB bus (before the rigs attach their devices to it), then the rigs."""
+    if bus is not None:
+        await stack.enter_async_context(bus)
+    await stack.enter_async_context(station)
+    if bus is not None:
+        write_json_atomically(directory / USB_INFO_FILE, usb_info(bus, station))
+
+
+def _announce(options: ServeOptions, hubs: int, bus: UsbBus | None, station: Station) -> None:
+    """The ready line (a starter waits for it), then where the USB slots are."""
+    print(
+        f"jigsim: serving {options.rigs} rig(s) x {options.slots} slot(s) under "
+        f"{options.directory}, {hubs} hub(s) on the pallet",
+        flush=True,
+    )
+    if bus is None:
+        return
+    print(
+        f"jigsim: USB rigs on {bus.url} (usb_backend), idVendor 0x{bus.vendor_id:04x}, "
+        f"idProduct 0x{bus.product_id:04x}",
+        flush=True,
+    )
+    for rig in station.rigs:
+        if rig.usb:
+            ports = " ".join(f"slot{slot.number}={slot.port.path}" for slot in rig.slots)
+            print(f"jigsim: rig {rig.number} USB ports: {ports}", flush=True)
 
 
 def _apply_profile(pallet: Pallet, profile: FaultProfile | None) -> Pallet:
@@ -276,7 +365,10 @@ async def serve(options: ServeOptions) -> int:
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    station = Station(options.directory, options.rigs, options.slots)
+    bus = _usb_bus(options)
+    station = Station(
+        options.directory, options.rigs, options.slots, usb_rigs=options.usb_rigs, usb_bus=bus
+    )
 
     def write_truth() -> None:
         if options.ground_truth is None:
@@ -298,28 +390,28 @@ async def serve(options: ServeOptions) -> int:
         outages.add(task)
         task.add_done_callback(outages.discard)
 
-    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, write_truth)
-    loop.add_signal_handler(signal.SIGUSR2, toggle_outage)
+    handlers = {
+        signal.SIGTERM: stop.set,
+        signal.SIGINT: stop.set,
+        signal.SIGUSR1: write_truth,
+        signal.SIGUSR2: toggle_outage,
+    }
+    for signum, handler in handlers.items():
+        loop.add_signal_handler(signum, handler)
     operator = Operator(station.rigs, hubs, handling_s=options.handling_s)
     work: asyncio.Task[None] | None = None
     try:
-        async with station:
+        async with AsyncExitStack() as stack:
+            await _start(stack, bus, station, options.directory)
             work = loop.create_task(operator.run(), name="operator")
-            print(
-                f"jigsim: serving {options.rigs} rig(s) x {options.slots} slot(s) under "
-                f"{options.directory}, {len(hubs)} hub(s) on the pallet",
-                flush=True,
-            )
+            _announce(options, len(hubs), bus, station)
             await stop.wait()
             _LOGGER.info("stopping")
             work.cancel()
             await asyncio.wait([work, *outages], timeout=SHUTDOWN_TIMEOUT_S)
             write_truth()
     finally:
-        for signum in handled:
+        for signum in handlers:
             loop.remove_signal_handler(signum)
     errors = station.errors
     for error in errors:

@@ -1,9 +1,10 @@
 """The timing model of a simulated hub, per Device Model, and the physical bound of a flash.
 
-A hub's link moves `baud / 10` bytes per second in each direction (8N1: ten bit times per byte),
-its flash erases a sector in `sector_erase_s` and programs a page in `page_program_s`, and a
-reset, an image swap and a boot each take a fixed time. Benchmarks compare a flash against
-`physical_bound`, the time no client can beat on that hub.
+A hub's serial link moves `baud / 10` bytes per second in each direction (8N1: ten bit times per
+byte); its USB link (`UsbLink`) is a full-speed bus, 19 bulk packets of 64 bytes per 1 ms frame
+shared by both directions. Its flash erases a sector in `sector_erase_s` and programs a page in
+`page_program_s`, and a reset, an image swap and a boot each take a fixed time. Benchmarks
+compare a flash against `physical_bound`, the time no client can beat on that hub.
 """
 
 from __future__ import annotations
@@ -16,16 +17,53 @@ from pydantic import BaseModel, ConfigDict, Field
 from smp import image_management as smpimg
 
 from drivers.framing import framing_for
+from drivers.usb_bulk import FULL_SPEED_MAX_PACKET, packet_count
 
 __all__ = [
     "BITS_PER_BYTE",
+    "USB_FULL_SPEED",
     "Bound",
     "Timing",
+    "UsbLink",
     "flash_time_s",
     "physical_bound",
 ]
 
 BITS_PER_BYTE: Final = 10  # 8N1: start bit, 8 data bits, stop bit
+
+
+@dataclass(frozen=True, slots=True)
+class UsbLink:
+    """The bus time of a USB link carrying bulk transfers.
+
+    The default is USB 2.0 full speed (12 Mbit/s) with 64-byte bulk packets: at most 19 such
+    transactions fit in a 1 ms frame (USB 2.0 section 5.8.4, table 5-9), 1,216,000 payload bytes
+    per second, shared by both directions (the bus is half duplex). Every packet takes a
+    transaction slot whatever its length, so a short packet or a ZLP costs as much bus time as
+    a full one. Each slot is modelled as having its bus to itself, as behind a multi-TT hub.
+    """
+
+    max_packet: int = FULL_SPEED_MAX_PACKET
+    packets_per_frame: int = 19
+    frame_s: float = 0.001
+
+    @property
+    def packet_s(self) -> float:
+        """Bus time of one bulk transaction."""
+        return self.frame_s / self.packets_per_frame
+
+    @property
+    def bytes_per_s(self) -> float:
+        """Payload rate with every packet full."""
+        return self.max_packet * self.packets_per_frame / self.frame_s
+
+    def transfer_s(self, size: int) -> float:
+        """Bus time of one transfer of `size` bytes, its short packet or ZLP included."""
+        return packet_count(size, self.max_packet) * self.packet_s
+
+
+USB_FULL_SPEED: Final = UsbLink()
+TRANSPORTS: Final = ("serial", "usb")
 
 
 class Timing(BaseModel):
@@ -76,23 +114,29 @@ class Bound:
 
     `total_s = max(wire_s, flash_s) + fixed_s`. `framed_wire_s` is not part of the bound: it is
     what the upload requests of `framing` occupy on the wire when each fills `buf_size`, shown
-    so that a client's framing overhead can be told from its idle time.
+    so that a client's framing overhead can be told from its idle time. On a USB link `baud` is
+    None, `framing` is "usb" and `framed_wire_s` counts bus transactions (short packets and ZLPs
+    take a whole one).
     """
 
     image_size: int
     framing: str
-    baud: int
+    baud: int | None
     wire_s: float
     flash_s: float
     fixed_s: float
     total_s: float
     framed_wire_s: float
+    transport: str = "serial"
+    bytes_per_s: float = 0.0  # payload rate of the link
 
     def as_dict(self) -> dict[str, object]:
         return {
             "image_size": self.image_size,
+            "transport": self.transport,
             "framing": self.framing,
             "baud": self.baud,
+            "bytes_per_s": self.bytes_per_s,
             "wire_s": self.wire_s,
             "flash_s": self.flash_s,
             "fixed_s": self.fixed_s,
@@ -101,44 +145,64 @@ class Bound:
         }
 
 
-def _framed_upload_bytes(image_size: int, timing: Timing, framing_name: str) -> int:
-    """Wire bytes of the upload requests when each request frame is `buf_size` bytes."""
-    framing = framing_for(framing_name)
+def _upload_frames(image_size: int, timing: Timing) -> list[int]:
+    """Sizes of the upload request frames when each request frame is `buf_size` bytes."""
     # Overhead of a request frame with an empty data field and a worst-case (4-byte) offset; a
     # data field of n bytes adds n plus a 3-byte CBOR length for n < 65536.
     empty = len(bytes(smpimg.ImageUploadWriteRequest(off=0xFFFF_FFFF, data=b"")))
     per_frame = max(1, timing.buf_size - empty - 3)
     full, rest = divmod(image_size, per_frame)
-    total = full * framing.wire_size(timing.buf_size)
-    if rest:
-        total += framing.wire_size(empty + 3 + rest)
-    return total
+    return [timing.buf_size] * full + ([empty + 3 + rest] if rest else [])
 
 
-def physical_bound(image_size: int, timing: Timing, framing_name: str = "raw") -> Bound:
+def physical_bound(
+    image_size: int,
+    timing: Timing,
+    framing_name: str = "raw",
+    *,
+    transport: str = "serial",
+    usb: UsbLink = USB_FULL_SPEED,
+) -> Bound:
     """The time no client can beat flashing an image of `image_size` bytes on such a hub.
 
     `total_s = max(wire_s, flash_s) + fixed_s` where
 
-    - `wire_s = image_size * 10 / baud`: the image's payload bytes only, so framing and
-      protocol overhead count against the client;
+    - `wire_s`: the image's payload bytes only, so framing and protocol overhead count against
+      the client: `image_size * 10 / baud` on a serial link, `image_size / usb.bytes_per_s` on
+      a USB link (every packet full: 1,216,000 bytes/s at full speed);
     - `flash_s` = erase of every sector plus program of every page the image covers (a
       pipelining client overlaps it with the wire; a stop-and-wait client adds it);
     - `fixed_s = reset_s + swap_s + boot_s`: reset, the bootloader's swap, and the boot.
+
+    `transport` is "serial" (with `framing_name` "raw" or "console") or "usb" (raw SMP frames
+    in bulk transfers; `framing_name` is ignored).
     """
     if image_size < 0:
         raise ValueError(f"image size {image_size} is negative")
-    wire_s = image_size * BITS_PER_BYTE / timing.baud
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; use 'serial' or 'usb'")
     flash_s = flash_time_s(image_size, timing)
     fixed_s = timing.reset_s + timing.swap_s + timing.boot_s
-    framed = _framed_upload_bytes(image_size, timing, framing_name)
+    frames = _upload_frames(image_size, timing)
+    if transport == "usb":
+        wire_s = image_size / usb.bytes_per_s
+        framed_wire_s = sum(usb.transfer_s(size) for size in frames)
+        framing_name, baud, rate = "usb", None, usb.bytes_per_s
+    else:
+        framing = framing_for(framing_name)
+        wire_s = image_size * BITS_PER_BYTE / timing.baud
+        framed = sum(framing.wire_size(size) for size in frames)
+        framed_wire_s = framed * BITS_PER_BYTE / timing.baud
+        baud, rate = timing.baud, timing.bytes_per_s
     return Bound(
         image_size=image_size,
         framing=framing_name,
-        baud=timing.baud,
+        baud=baud,
         wire_s=wire_s,
         flash_s=flash_s,
         fixed_s=fixed_s,
         total_s=max(wire_s, flash_s) + fixed_s,
-        framed_wire_s=framed * BITS_PER_BYTE / timing.baud,
+        framed_wire_s=framed_wire_s,
+        transport=transport,
+        bytes_per_s=rate,
     )

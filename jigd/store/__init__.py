@@ -436,6 +436,8 @@ class Store(Protocol):
 
     async def guid_state(self, batch_id: str, guid: Guid) -> GuidState: ...
 
+    async def interrupted_in_slot(self, rig: int, slot: int) -> GuidState | None: ...
+
     async def begin_attempt(
         self,
         batch_id: str,

@@ -790,6 +790,23 @@ class SqliteStore:
             outcome=None if outcome is None else Outcome(outcome),
         )
 
+    async def interrupted_in_slot(self, rig: int, slot: int) -> GuidState | None:
+        """The GUID of an open batch whose last attempt, in this rig and slot, was interrupted:
+        the hub jigd was flashing there when it stopped or lost the rig (latest first)."""
+        return await self._run(self._interrupted_in_slot_sync, rig, slot)
+
+    def _interrupted_in_slot_sync(self, rig: int, slot: int) -> GuidState | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT s.batch_id, s.guid FROM guid_states s JOIN batches b ON b.id = s.batch_id "
+                "WHERE b.status = 'open' AND s.status = 'interrupted' AND s.rig = ? AND s.slot = ? "
+                "ORDER BY s.updated_at DESC LIMIT 1",
+                (rig, slot),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._state_row(conn, row[0], Guid.parse(row[1]))
+
     async def guid_state(self, batch_id: str, guid: Guid) -> GuidState:
         """Everything recorded about the GUID in the batch (UnknownGuidError if not listed)."""
         return await self._run(self._guid_state_sync, batch_id, guid)
@@ -879,9 +896,15 @@ class SqliteStore:
             state = self._state_row(conn, batch_id, guid)
             if state.outcome is not None:
                 raise OutcomeAlreadyRecordedError(batch_id, guid, state.outcome)
+            resumed = state.status is GuidStatus.INTERRUPTED
             running = self._open_attempt(conn, batch_id, guid)
             if running is not None:
-                raise GuidBusyError(batch_id, guid, running[1], running[2])
+                if (running[1], running[2]) != (rig, slot):
+                    raise GuidBusyError(batch_id, guid, running[1], running[2])
+                # The same slot begins again, so its previous attempt is over: it was cut off
+                # before it could be closed (the rig lost while a failed attempt was closed).
+                self._close_cut_off_attempt(conn, now, batch_id, guid, running)
+                resumed = True
             attempt = state.attempts + 1
             conn.execute(
                 "INSERT INTO attempts (batch_id, guid, attempt, rig, slot, started_at) "
@@ -914,9 +937,37 @@ class SqliteStore:
                 rig=rig,
                 slot=slot,
                 attempt=attempt,
-                resumed=state.status is GuidStatus.INTERRUPTED,
+                resumed=resumed,
             )
         return attempt
+
+    def _close_cut_off_attempt(
+        self,
+        conn: sqlite3.Connection,
+        now: str,
+        batch_id: str,
+        guid: Guid,
+        running: tuple[int, int, int],
+    ) -> None:
+        attempt, rig, slot = running
+        detail = "cut off before it was closed; the slot began a new attempt"
+        conn.execute(
+            "UPDATE attempts SET finished_at = ?, error_code = ?, error_detail = ? "
+            "WHERE batch_id = ? AND guid = ? AND attempt = ?",
+            (now, INTERRUPTED_CODE, detail, batch_id, str(guid), attempt),
+        )
+        self._journal(
+            conn,
+            now,
+            "interrupted",
+            batch_id=batch_id,
+            guid=guid,
+            rig=rig,
+            slot=slot,
+            attempt=attempt,
+            detail=detail,
+        )
+        _LOGGER.warning("batch %s GUID %s: attempt %d %s", batch_id, guid, attempt, detail)
 
     async def record_stage(
         self, batch_id: str, guid: Guid, attempt: int, stage: Stage, detail: str | None = None

@@ -4,6 +4,7 @@ upload, recovery from lost chunks and restarts, and the chunking math."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -256,6 +257,30 @@ async def test_silent_hub_fails_with_a_bounded_link_timeout() -> None:
         assert "image upload" in str(caught.value)
         await asyncio.sleep(0)
         assert link.client.in_flight == 0
+
+
+async def test_cancelled_upload_leaves_no_unsettled_chunk() -> None:
+    """Cancelled while it waits for an answer (a drain, a rig going down), then the link closes:
+    every chunk's future is settled, none reports an exception nobody retrieved."""
+    loop = asyncio.get_running_loop()
+    reports: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reports.append(context))
+    try:
+        async with hub_link(LinkOptions(timeout_s=5.0, request_retries=2)) as (link, hub):
+            await link.params()
+            hub.drop_upload_requests = set(range(1000))
+            upload = asyncio.create_task(link.upload(image_of(20000)))
+            await asyncio.sleep(0.1)
+            upload.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await upload
+        del upload
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert [r["message"] for r in reports] == []
 
 
 async def test_hash_mismatch_is_image_rejected() -> None:

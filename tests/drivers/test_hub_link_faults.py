@@ -1,8 +1,11 @@
-"""Each fault the simulator injects (`sim.faults.Faults`), end to end over a real pty: what the
-`smp` driver does about it, the typed error it raises or the recovery it makes.
+"""Each fault the simulator injects (`sim.faults.Faults`), end to end over a real pty and over the
+simulated USB bus: what the `smp` driver does about it, the typed error it raises or the
+recovery it makes. `transport` (and `framing`) come from tests/drivers/conftest.py.
 
 The fault decisions are seeded, so every run corrupts and drops the same responses (as long as
-the driver sends the same requests). Timings are shrunk so the whole file takes seconds.
+the driver sends the same requests). Timings are shrunk so the whole file takes seconds. A USB
+hub that loses power leaves the bus, so after a power cycle the test opens a new link, as the
+slot worker does (`HubLinks.after_power_cycle`); a serial port stays and so does its link.
 """
 
 from __future__ import annotations
@@ -12,22 +15,28 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import pytest
 
 from drivers import jig_group
-from drivers.errors import AccessDenied, LinkError, LinkTimeout, UnexpectedResponse, UnlockRefused
+from drivers.errors import (
+    AccessDenied,
+    DeviceDisconnected,
+    LinkError,
+    LinkTimeout,
+    UnexpectedResponse,
+    UnlockRefused,
+)
 from drivers.hub_link import HubIdentity, LinkOptions, SmpHubLink, await_boot
-from drivers.smp_driver import open_smp_link
 from drivers.smp_upload import UploadResult, max_chunk_data
 from jigd.model import FirmwareVersion
 from sim.faults import Faults
 from sim.harness import HubHandle, HubSpec, running_hub
 from sim.hub import HubState
 from sim.timing import Timing
+from tests.drivers.helpers import HubLinks
 
 TIMING: Final = Timing(
     baud=921_600,
@@ -48,37 +57,36 @@ IMAGE_SIZE: Final = 64 * 1024
 SMALL_IMAGE_SIZE: Final = 16 * 1024
 
 
-@dataclass(frozen=True)
-class Slot:
-    """What a slot config gives the driver."""
-
-    port: str
-    framing: str
-    baudrate: int
-    slot: int = 1
-    transport: str = "serial"
-
-
 @asynccontextmanager
 async def faulty_hub(
     directory: Path,
     faults: Faults,
     *,
+    transport: str,
     framing: str = "raw",
     locked: bool = False,
     options: LinkOptions = OPTIONS,
-) -> AsyncIterator[tuple[HubHandle, SmpHubLink]]:
+) -> AsyncIterator[tuple[HubHandle, SmpHubLink, HubLinks]]:
     """A simulated hub with `faults` and an `smp` driver link to it, as a slot opens one."""
     async with running_hub(
-        directory, spec=HubSpec(locked=locked), timing=TIMING, framing=framing, faults=faults
+        directory,
+        spec=HubSpec(locked=locked),
+        timing=TIMING,
+        framing=framing,
+        faults=faults,
+        transport=transport,
     ) as handle:
-        link = await open_smp_link(
-            Slot(handle.path, framing, TIMING.baud), name="rig1/slot1", options=options
-        )
+        links = HubLinks(handle, framing, options)
         try:
-            yield handle, link
+            yield handle, await links.open(), links
         finally:
-            await link.close()
+            await links.close()
+
+
+def power_cycle_error(transport: str) -> type[LinkError]:
+    """What a request meets while the hub is off: silence on a serial line; on USB, the device
+    left the bus."""
+    return LinkTimeout if transport == "serial" else DeviceDisconnected
 
 
 async def flash(link: SmpHubLink, image: bytes) -> tuple[UploadResult, HubIdentity]:
@@ -106,9 +114,8 @@ def assert_flashed(handle: HubHandle, image: bytes) -> None:
 # --- recoverable: the driver retries and the flash completes -----------------------------------
 
 
-@pytest.mark.parametrize("framing", ["raw", "console"])
 async def test_corrupted_responses_are_dropped_and_the_flash_completes(
-    tmp_path: Path, framing: str
+    tmp_path: Path, transport: str, framing: str
 ) -> None:
     """Console framing: the base64 and CRC checks drop a corrupted response (counted in
     `bytes_dropped`); the request times out and is resent, or, in an upload, a later answer
@@ -116,9 +123,14 @@ async def test_corrupted_responses_are_dropped_and_the_flash_completes(
     checksum: a corrupted response fails to decode (the decoder resynchronises byte by byte),
     is matched to no request (`unsolicited`), carries a wrong offset (the upload resyncs from
     the hub's next answer), or goes unnoticed with a wrong value in a reply that still decodes,
-    which is why this test checks the hub's real state rather than the replies."""
+    which is why this test checks the hub's real state rather than the replies. USB carries raw
+    frames too, one per transfer: a corrupted one that does not decode is dropped whole."""
     faults = Faults(seed=7, corrupt_rate=0.15)
-    async with faulty_hub(tmp_path, faults, framing=framing) as (handle, link):
+    async with faulty_hub(tmp_path, faults, transport=transport, framing=framing) as (
+        handle,
+        link,
+        _links,
+    ):
         image = handle.make_image(NEW_VERSION, IMAGE_SIZE)
         result, identity = await flash(link, image)
 
@@ -126,15 +138,15 @@ async def test_corrupted_responses_are_dropped_and_the_flash_completes(
         assert identity.firmware_version == NEW_VERSION
         assert_flashed(handle, image)
         assert handle.hub.responses_corrupted >= 3
-        transport = link.client.transport
+        carrier = link.client.transport
         errors = link.link_errors
         if framing == "console":
             # Every corrupted packet fails its CRC: nothing corrupted reaches the SMP layer.
-            assert transport.bytes_dropped > 0
+            assert carrier.bytes_dropped > 0
             assert errors["garbage"] > 0
             assert errors["undecodable"] == 0
         noticed = (
-            transport.bytes_dropped
+            carrier.bytes_dropped
             + errors["timeout"]
             + errors["unsolicited"]
             + errors["undecodable"]
@@ -145,12 +157,15 @@ async def test_corrupted_responses_are_dropped_and_the_flash_completes(
         assert noticed > 0, (errors, result)
 
 
-@pytest.mark.parametrize("framing", ["raw", "console"])
 async def test_dropped_responses_are_retried_and_the_flash_completes(
-    tmp_path: Path, framing: str
+    tmp_path: Path, transport: str, framing: str
 ) -> None:
     faults = Faults(seed=3, drop_response_rate=0.1)
-    async with faulty_hub(tmp_path, faults, framing=framing) as (handle, link):
+    async with faulty_hub(tmp_path, faults, transport=transport, framing=framing) as (
+        handle,
+        link,
+        _links,
+    ):
         image = handle.make_image(NEW_VERSION, IMAGE_SIZE)
         result, identity = await flash(link, image)
 
@@ -162,11 +177,15 @@ async def test_dropped_responses_are_retried_and_the_flash_completes(
         assert_flashed(handle, image)
 
 
-async def test_hang_raises_link_timeout_and_a_power_cycle_recovers_the_same_link(
-    tmp_path: Path,
+async def test_hang_raises_link_timeout_and_a_power_cycle_recovers(
+    tmp_path: Path, transport: str
 ) -> None:
     faults = Faults(seed=1, hang_after_requests=8)  # mcumgr_params and 7 upload chunks
-    async with faulty_hub(tmp_path, faults, options=IMPATIENT) as (handle, link):
+    async with faulty_hub(tmp_path, faults, transport=transport, options=IMPATIENT) as (
+        handle,
+        link,
+        links,
+    ):
         image = handle.make_image(NEW_VERSION, IMAGE_SIZE)
         with pytest.raises(LinkTimeout) as info:
             await link.upload(image)
@@ -177,30 +196,29 @@ async def test_hang_raises_link_timeout_and_a_power_cycle_recovers_the_same_link
 
         handle.hub.power_off()
         handle.hub.power_on()
-        await await_boot(link, timeout_s=BOOT_TIMEOUT_S)  # the same link, not reopened
-        assert await link.echo("back") == "back"
-        result = await link.upload(image)
+        again = await links.after_power_cycle(link)  # serial: the same link, not reopened
+        await await_boot(again, timeout_s=BOOT_TIMEOUT_S)
+        assert await again.echo("back") == "back"
+        result = await again.upload(image)
         assert result.resumed_from > 0  # the chunks programmed before the hang stay
         assert result.match is True
 
 
-@pytest.mark.parametrize("framing", ["raw", "console"])
 async def test_power_loss_during_upload_then_resume_resends_less_than_buf_count_chunks(
-    tmp_path: Path, framing: str
+    tmp_path: Path, transport: str, framing: str
 ) -> None:
     """The injected brown-out. test_hub_link_sim.py's test_upload_cut_by_power_loss_resumes cuts
     the power from the progress callback instead (raw framing only); this one checks the hub's
     own counters too."""
     faults = Faults(seed=1, power_loss_during_upload_at=0.5)
-    async with faulty_hub(tmp_path, faults, framing=framing, options=IMPATIENT) as (
-        handle,
-        link,
-    ):
+    async with faulty_hub(
+        tmp_path, faults, transport=transport, framing=framing, options=IMPATIENT
+    ) as (handle, link, links):
         hub = handle.hub
         buf_size, buf_count = await link.params()
         image = handle.make_image(NEW_VERSION, IMAGE_SIZE)
 
-        with pytest.raises(LinkError):
+        with pytest.raises(power_cycle_error(transport)):
             await link.upload(image)
         assert hub.power_losses == 1
         assert hub.state is HubState.OFF  # stays off until its slot is powered again
@@ -210,9 +228,10 @@ async def test_power_loss_during_upload_then_resume_resends_less_than_buf_count_
         assert 0 < had < len(image)
 
         hub.power_on()
-        await await_boot(link, timeout_s=BOOT_TIMEOUT_S)
+        again = await links.after_power_cycle(link)
+        await await_boot(again, timeout_s=BOOT_TIMEOUT_S)
         written_before = hub.chunks_written
-        result = await link.upload(image)
+        result = await again.upload(image)
 
         assert result.resumed_from == had
         assert result.match is True
@@ -226,10 +245,10 @@ async def test_power_loss_during_upload_then_resume_resends_less_than_buf_count_
 
 
 async def test_power_loss_during_swap_resumes_the_swap_at_power_on(
-    tmp_path: Path,
+    tmp_path: Path, transport: str
 ) -> None:
     faults = Faults(seed=1, power_loss_during_swap=True)
-    async with faulty_hub(tmp_path, faults) as (handle, link):
+    async with faulty_hub(tmp_path, faults, transport=transport) as (handle, link, links):
         hub = handle.hub
         image = handle.make_image(NEW_VERSION, SMALL_IMAGE_SIZE)
         sha = hashlib.sha256(image).digest()
@@ -240,17 +259,18 @@ async def test_power_loss_during_swap_resumes_the_swap_at_power_on(
         await hub.wait_for_state(HubState.OFF, timeout_s=STATE_TIMEOUT_S)
         assert hub.power_losses == 1
         assert hub.truth()["swap_in_progress"] is True
-        with pytest.raises(LinkTimeout):
+        with pytest.raises(power_cycle_error(transport)):
             await await_boot(link, timeout_s=SILENT_BOOT_TIMEOUT_S)
 
         hub.power_on()
-        identity = await await_boot(link, timeout_s=BOOT_TIMEOUT_S)
+        again = await links.after_power_cycle(link)
+        identity = await await_boot(again, timeout_s=BOOT_TIMEOUT_S)
         assert identity.firmware_version == NEW_VERSION
-        active = next(s for s in await link.image_state() if s.active)
+        active = next(s for s in await again.image_state() if s.active)
         assert active.hash == sha
         assert active.version == NEW_VERSION
         assert not active.confirmed  # on test, as after an uninterrupted swap
-        assert next(s for s in await link.confirm() if s.active).confirmed
+        assert next(s for s in await again.confirm() if s.active).confirmed
         assert hub.swaps == 1
         assert_flashed(handle, image)
 
@@ -259,11 +279,15 @@ async def test_power_loss_during_swap_resumes_the_swap_at_power_on(
 
 
 async def test_wrong_unlock_key_raises_unlock_refused_without_key_material(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, transport: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     faults = Faults(seed=1, wrong_unlock_key=True)
-    async with faulty_hub(tmp_path, faults, locked=True) as (handle, link):
+    async with faulty_hub(tmp_path, faults, transport=transport, locked=True) as (
+        handle,
+        link,
+        _links,
+    ):
         with pytest.raises(UnlockRefused) as info:
             await link.unlock(handle.master_key)
         exc = info.value
@@ -295,12 +319,12 @@ async def test_wrong_unlock_key_raises_unlock_refused_without_key_material(
 
 
 async def test_image_rejected_by_the_bootloader_boots_the_old_image(
-    tmp_path: Path,
+    tmp_path: Path, transport: str
 ) -> None:
     """The driver's part ends at image state: the old image is active and the new one is not,
     which the station's verify stage turns into `image_rejected`."""
     faults = Faults(seed=1, reject_image=True)
-    async with faulty_hub(tmp_path, faults) as (handle, link):
+    async with faulty_hub(tmp_path, faults, transport=transport) as (handle, link, _links):
         old_sha = bytes.fromhex(str(handle.hub.truth()["active_sha256"]))
         image = handle.make_image(NEW_VERSION, SMALL_IMAGE_SIZE)
         sha = hashlib.sha256(image).digest()
@@ -320,11 +344,9 @@ async def test_image_rejected_by_the_bootloader_boots_the_old_image(
         assert handle.hub.truth()["bricked"] is False
 
 
-async def test_bricked_hub_never_answers_after_reset(
-    tmp_path: Path,
-) -> None:
+async def test_bricked_hub_never_answers_after_reset(tmp_path: Path, transport: str) -> None:
     faults = Faults(seed=1, bricked_after_reset=True)
-    async with faulty_hub(tmp_path, faults) as (handle, link):
+    async with faulty_hub(tmp_path, faults, transport=transport) as (handle, link, links):
         image = handle.make_image(NEW_VERSION, SMALL_IMAGE_SIZE)
         await link.upload(image)
         await link.mark_test(hashlib.sha256(image).digest())
@@ -337,6 +359,7 @@ async def test_bricked_hub_never_answers_after_reset(
 
         handle.hub.power_off()  # a power cycle does not help either
         handle.hub.power_on()
+        again = await links.after_power_cycle(link)
         with pytest.raises(LinkTimeout):
-            await await_boot(link, timeout_s=SILENT_BOOT_TIMEOUT_S)
+            await await_boot(again, timeout_s=SILENT_BOOT_TIMEOUT_S)
         assert handle.hub.truth()["bricked"] is True

@@ -3,13 +3,13 @@ and broken drivers fail with messages that say what exists and what to fix."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib.metadata import EntryPoint
 
 import pytest
 
 from drivers import registry
 from drivers.errors import DriverLoadFailed, UnknownDriver, UnsupportedTransport
+from drivers.registry import SlotSpec
 from drivers.smp_driver import open_smp_link
 from jigd.config import SlotConfig
 
@@ -45,20 +45,13 @@ def test_entry_point_that_is_not_callable(monkeypatch: pytest.MonkeyPatch) -> No
         registry.load_driver("odd")
 
 
-@dataclass(frozen=True)
-class Slot:
-    port: str = "/dev/null"
-    framing: str = "raw"
-    baudrate: int = 115200
-    slot: int = 1
-    transport: str = "usb"
-
-
 async def test_smp_driver_refuses_what_it_cannot_speak() -> None:
-    with pytest.raises(UnsupportedTransport, match=r"rig1/slot1.*usb"):
-        await open_smp_link(Slot(), name="rig1/slot1")
+    with pytest.raises(UnsupportedTransport, match=r"rig1/slot1.*'can'.*serial or usb"):
+        await open_smp_link(SlotSpec("/dev/null", transport="can"), name="rig1/slot1")
     with pytest.raises(UnsupportedTransport, match="framing"):
-        await open_smp_link(Slot(transport="serial", framing="hdlc"))
+        await open_smp_link(SlotSpec("/dev/null", framing="hdlc"))
+    with pytest.raises(UnsupportedTransport, match="usb_vendor_id and usb_product_id"):
+        await open_smp_link(SlotSpec("1-1.1", transport="usb", usb_vendor_id=0x2FE3))
 
 
 def test_slot_config_satisfies_the_driver_params() -> None:
@@ -70,3 +63,18 @@ def test_slot_config_satisfies_the_driver_params() -> None:
         "console",
         115200,
     )
+    usb = SlotConfig(
+        slot=3,
+        transport="usb",
+        port="1-2.3",
+        usb_vendor_id=0x2FE3,
+        usb_product_id=0x0100,
+        usb_backend="sim+unix:///run/jigsim/usb.sock",
+    )
+    params = usb
+    assert (params.transport, params.usb_vendor_id, params.usb_product_id) == (
+        "usb",
+        0x2FE3,
+        0x0100,
+    )
+    assert params.usb_backend == "sim+unix:///run/jigsim/usb.sock"

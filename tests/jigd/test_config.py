@@ -89,6 +89,30 @@ def test_usb_slot_needs_ids(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_usb_backend_is_a_url_and_only_for_usb_slots(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    head = 'station = "a"\n[[rigs]]\nrig = 1\ncontroller = "/dev/x"\nslots = [\n'
+    usb = 'transport = "usb", port = "1-1.1", usb_vendor_id = 0x2fe3, usb_product_id = 0x0100'
+    path.write_text(
+        head + f'{{ slot = 1, {usb}, usb_backend = "sim+unix:///run/jigsim/usb.sock" }},\n'
+        f"{{ slot = 2, {usb.replace('1-1.1', '1-1.2')} }},\n]\n",
+        encoding="utf-8",
+    )
+    slots = load_config(path).rigs[0].slots
+    assert slots[0].usb_backend == "sim+unix:///run/jigsim/usb.sock"
+    assert slots[1].usb_backend is None  # libusb
+    path.write_text(
+        head + f'{{ slot = 1, {usb}, usb_backend = "/run/jigsim/usb.sock" }},\n'
+        '{ slot = 2, port = "/dev/ttyUSB0", usb_backend = "sim+unix:///x" },\n]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = caught.value.problems
+    assert any(p.startswith("rigs[0].slots[0].usb_backend: String should match") for p in problems)
+    assert any(p.startswith("rigs[0].slots[1]: ") and "only for a usb slot" in p for p in problems)
+
+
 def test_bad_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text("station = \n", encoding="utf-8")

@@ -13,49 +13,15 @@ import re
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from jigd.demo import DemoOptions, DemoRun, Paths, run_demo
+from jigd.demo import DemoOptions, DemoRun, Paths
 from jigd.store.sqlite import SqliteStore
-
-WAIT_S = 60.0
-
-
-def _results(workdir: Path) -> list[dict[str, str]]:
-    with (workdir / "reports" / "results.csv").open(encoding="utf-8", newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def _truth(workdir: Path) -> dict[str, Any]:
-    truth: dict[str, Any] = json.loads((workdir / "ground-truth.json").read_text("utf-8"))
-    return truth
-
-
-def _no_hub_left_unbootable(workdir: Path) -> None:
-    for hub in _truth(workdir)["hubs"]:
-        if hub["bricked"]:
-            assert "bricked_after_reset" in hub["faults"], hub
-        assert not hub["swap_in_progress"], hub
-
-
-async def _demo(options: DemoOptions, during: Any = None) -> tuple[int, list[str]]:
-    lines: list[str] = []
-    code = await run_demo(options, show=lines.append, during=during)
-    return code, lines
-
-
-async def _wait_for_slot(run: DemoRun, predicate: Any, timeout_s: float = WAIT_S) -> dict[str, Any]:
-    """Poll the control API until a slot matches `predicate`; return it."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            status = await run.client.request("GET", "/v1/status")
-            for rig in status["rigs"]:
-                for slot in rig["slots"]:
-                    if predicate(slot):
-                        return dict(slot)
-            await asyncio.sleep(0.05)
+from tests.jigd.e2e_helpers import demo as _demo
+from tests.jigd.e2e_helpers import no_hub_left_unbootable as _no_hub_left_unbootable
+from tests.jigd.e2e_helpers import results as _results
+from tests.jigd.e2e_helpers import wait_for_slot as _wait_for_slot
 
 
 @pytest.mark.timeout(400)
@@ -145,3 +111,45 @@ async def test_rig_that_vanishes_and_returns_finishes_while_others_go_on(tmp_pat
         events = await store.journal()
     assert any(e.kind == "interrupted" and e.rig == 1 for e in events)
     _no_hub_left_unbootable(workdir)
+
+
+@pytest.mark.timeout(300)
+async def test_hub_killed_during_its_swap_that_never_boots_fails_with_no_answer(
+    tmp_path: Path,
+) -> None:
+    """A hub bricked by its reset, and jigd killed while it waits for the boot: after the
+    restart the silent hub in that slot is its GUID, recorded `failed` (`no_answer`), so the
+    batch completes instead of the slot waiting for a person."""
+    workdir = tmp_path / "demo"
+    # Seed 13 puts one `bricked_after_reset` hub (and no other fault) on this pallet of 6.
+    options = DemoOptions(
+        hubs=6, rigs=1, slots=4, faults="light", seed=13, workdir=workdir, image_size=64 * 1024
+    )
+    killed: list[str] = []
+
+    async def kill_during_boot(run: DemoRun) -> None:
+        bricked = {str(h.guid) for h in run.pallet.hubs if h.faults.bricked_after_reset}
+        slot = await _wait_for_slot(
+            run, lambda s: s["guid"] in bricked and s["stage"] == "await_boot"
+        )
+        run.daemon.kill()
+        killed.append(str(slot["guid"]))
+        # Shorter boot waits than the demo's (the simulator boots in 2.1 s) keep the restarted
+        # daemon's three identify tries of the silent hub short.
+        config = run.paths.config.read_text("utf-8")
+        for key in ("boot_s", "swap_s"):
+            config = re.sub(rf"^{key} = .*$", f"{key} = 5.0", config, flags=re.MULTILINE)
+        run.paths.config.write_text(config, encoding="utf-8")
+        await run.start_daemon()
+
+    code, lines = await _demo(options, during=kill_during_boot)
+    assert code == 0, "\n".join(lines[-60:])
+    _no_hub_left_unbootable(workdir)
+    rows = {row["guid"]: row for row in _results(workdir)}
+    [guid] = killed
+    assert rows[guid]["outcome"] == "failed"
+    assert rows[guid]["failure_code"] == "no_answer", rows[guid]
+    assert rows[guid]["failure_stage"] == "identify"
+    with (workdir / "reports" / "fault-analysis.csv").open(encoding="utf-8", newline="") as file:
+        faults = {row["guid"]: row for row in csv.DictReader(file)}
+    assert "when that attempt was interrupted" in faults[guid]["detail"], faults[guid]

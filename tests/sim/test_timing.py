@@ -10,7 +10,7 @@ import pytest
 from jigd.model import DeviceModel
 from sim.cli import main as jigsim
 from sim.serve import TimingFileError, load_timing_table
-from sim.timing import Timing, flash_time_s, physical_bound
+from sim.timing import USB_FULL_SPEED, Timing, UsbLink, flash_time_s, physical_bound
 
 
 def test_bound_is_max_of_wire_and_flash_plus_fixed() -> None:
@@ -43,6 +43,27 @@ def test_console_framing_costs_more_wire_than_raw() -> None:
     assert console.framed_wire_s > 1.3 * raw.framed_wire_s
 
 
+def test_usb_bound_is_the_full_speed_bus_and_the_flash_bounds_it() -> None:
+    assert USB_FULL_SPEED.bytes_per_s == 1_216_000  # 19 packets of 64 bytes per 1 ms frame
+    assert USB_FULL_SPEED.transfer_s(2048) == pytest.approx(33 / 19_000)  # 32 packets and a ZLP
+    assert USB_FULL_SPEED.transfer_s(100) == pytest.approx(2 / 19_000)
+    assert UsbLink(max_packet=512, packets_per_frame=13, frame_s=0.000125).bytes_per_s == (
+        53_248_000  # high speed: 13 packets of 512 bytes per 125 us microframe
+    )
+    size = 64 * 1024
+    bound = physical_bound(size, Timing(), transport="usb")
+    assert (bound.transport, bound.framing, bound.baud) == ("usb", "usb", None)
+    assert bound.wire_s == pytest.approx(size / 1_216_000)
+    assert bound.total_s == pytest.approx(bound.flash_s + bound.fixed_s)  # 13x the wire: flash
+    # Requests fill buf_size (2048): each is 32 full packets and a ZLP.
+    requests = -(-size // (2048 - 24))
+    assert bound.framed_wire_s == pytest.approx(requests * 33 / 19_000, rel=0.05)
+    serial = physical_bound(size, Timing(), "raw")
+    assert serial.wire_s > 10 * bound.wire_s
+    with pytest.raises(ValueError, match="unknown transport"):
+        physical_bound(size, Timing(), transport="can")
+
+
 def test_bound_command_prints_the_bound(capsys: pytest.CaptureFixture[str]) -> None:
     assert jigsim(["bound", "--image-size", "262144", "--baud", "115200", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -50,6 +71,12 @@ def test_bound_command_prints_the_bound(capsys: pytest.CaptureFixture[str]) -> N
     assert printed["total_s"] == pytest.approx(printed["wire_s"] + printed["fixed_s"])
     assert jigsim(["bound", "--image-size", "1024", "--swap-s", "2"]) == 0
     assert "fixed_s 2.600" in capsys.readouterr().out
+    assert jigsim(["bound", "--image-size", "262144", "--transport", "usb", "--json"]) == 0
+    usb = json.loads(capsys.readouterr().out)
+    assert (usb["transport"], usb["baud"], usb["bytes_per_s"]) == ("usb", None, 1_216_000)
+    assert usb["wire_s"] == pytest.approx(262144 / 1_216_000)
+    assert jigsim(["bound", "--image-size", "262144", "--transport", "usb"]) == 0
+    assert "on full-speed USB (1,216,000 bytes/s in 64-byte packets)" in capsys.readouterr().out
 
 
 def test_timing_table_gives_each_model_its_timing(tmp_path: Path) -> None:

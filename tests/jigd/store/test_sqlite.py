@@ -381,6 +381,26 @@ async def test_same_guid_in_two_slots_is_refused_and_retries_number_attempts(
     assert all(a.finished is not None for a in attempts)
 
 
+async def test_an_attempt_cut_off_unclosed_is_closed_when_its_slot_begins_again(
+    store: SqliteStore,
+) -> None:
+    """A rig lost while the slot was closing a failed attempt leaves it open; the same slot's
+    next attempt closes it as interrupted and goes on (another slot is still refused)."""
+    batch_id = await store.import_batch(rows(1), "WO", "P", "m.csv")
+    assert await store.begin_attempt(batch_id, guid(1), 2, 5) == 1
+    with pytest.raises(GuidBusyError):
+        await store.begin_attempt(batch_id, guid(1), 2, 6)
+    assert await store.begin_attempt(batch_id, guid(1), 2, 5) == 2
+    attempts = await store.attempts(batch_id, guid(1))
+    assert [(a.attempt, a.error_code, a.finished is not None) for a in attempts] == [
+        (1, "interrupted", True),
+        (2, None, False),
+    ]
+    events = [e for e in await store.journal() if e.guid == guid(1)]
+    assert [e.kind for e in events] == ["attempt_started", "interrupted", "attempt_started"]
+    assert events[-1].data["resumed"] is True
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

@@ -1,0 +1,50 @@
+"""What the end-to-end tests share: running a demo, polling its slots, and the invariants checked
+after every run besides `jigd.demo.check_books` (which `run_demo` applies itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from jigd.demo import DemoOptions, DemoRun, run_demo
+
+WAIT_S = 60.0
+
+
+def results(workdir: Path) -> list[dict[str, str]]:
+    with (workdir / "reports" / "results.csv").open(encoding="utf-8", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def truth(workdir: Path) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads((workdir / "ground-truth.json").read_text("utf-8"))
+    return found
+
+
+def no_hub_left_unbootable(workdir: Path) -> None:
+    """Only a hub dealt `bricked_after_reset` may be bricked, and no swap is left half done."""
+    for hub in truth(workdir)["hubs"]:
+        if hub["bricked"]:
+            assert "bricked_after_reset" in hub["faults"], hub
+        assert not hub["swap_in_progress"], hub
+
+
+async def demo(options: DemoOptions, during: Any = None) -> tuple[int, list[str]]:
+    lines: list[str] = []
+    code = await run_demo(options, show=lines.append, during=during)
+    return code, lines
+
+
+async def wait_for_slot(run: DemoRun, predicate: Any, timeout_s: float = WAIT_S) -> dict[str, Any]:
+    """Poll the control API until a slot matches `predicate`; return it."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            status = await run.client.request("GET", "/v1/status")
+            for rig in status["rigs"]:
+                for slot in rig["slots"]:
+                    if predicate(slot):
+                        return dict(slot)
+            await asyncio.sleep(0.05)
