@@ -179,7 +179,8 @@ class RigController:
         transport = self._transport
         if transport is not None and not self.is_closed:
             self._closing = True
-            transport.abort()
+            if not transport.is_closing():  # a failed port is already being closed
+                transport.abort()
         if transport is None:
             self._closed.set()
             return

@@ -180,7 +180,8 @@ class SerialTransport:
         transport = self._transport
         if transport is not None and not self._closing and not self._closed.is_set():
             self._closing = True
-            transport.abort()
+            if not transport.is_closing():  # a failed port is already being closed
+                transport.abort()
         if transport is None:
             self._closed.set()
             return

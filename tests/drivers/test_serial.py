@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -144,6 +145,33 @@ async def test_port_loss_fails_every_pending_request(pty: Pty) -> None:
     with pytest.raises(LinkClosed):
         await client.request(smpos.EchoWriteRequest(d="x"), smpos.EchoWriteResponse)
     await client.close()
+
+
+async def test_closing_a_lost_port_does_not_close_it_twice(pty: Pty) -> None:
+    """The port failed and pyserial-asyncio-fast is already closing it: our close must not
+    start a second close (whose connection_lost would find no protocol: a task error)."""
+    loop = asyncio.get_running_loop()
+    reports: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reports.append(context["message"]))
+    try:
+        link = await serial.open(pty.path, 115200, "raw", name="rig2/slot7")
+        collector = Collector()
+        link.set_listener(collector)
+        os.close(pty.master)  # the device end vanishes
+        transport = link._transport
+        assert transport is not None
+        async with asyncio.timeout(WAIT_S):
+            while not transport.is_closing():  # noqa: ASYNC110 - no event for this
+                await asyncio.sleep(0)
+        assert not collector.lost  # the library's own close is under way, not finished
+        await link.close()
+        assert collector.lost
+        await asyncio.sleep(0.2)  # any second close task runs its executor step and fails
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert [r for r in reports if "Fatal error" not in r] == [], reports
 
 
 async def test_missing_port_names_the_port(tmp_path: Path) -> None:
