@@ -187,3 +187,49 @@ async def test_sigterm_past_the_bound_cuts_the_swap_and_the_hub_resumes(tmp_path
         events = await store.journal()
     outcomes = {str(e.guid): e.data.get("outcome") for e in events if e.kind == "result"}
     assert all(outcomes.get(guid) == "reflashed" for guid in cut_swaps), outcomes
+
+
+@pytest.mark.timeout(300)
+async def test_a_second_sigterm_cuts_the_drain_short(tmp_path: Path) -> None:
+    """An operator who will not wait: the second SIGTERM ends the drain at once, the daemon
+    still exits 0, and the hubs it cut finish after the restart."""
+    workdir = tmp_path / "demo"
+    stop = Stop()
+
+    async def stop_twice_at_once(run: DemoRun) -> None:
+        # A long bound, so that only the second signal can explain a quick exit.
+        config = run.paths.config
+        config.write_text(
+            re.sub(
+                r"^shutdown_s = .*$", "shutdown_s = 120.0", config.read_text("utf-8"), flags=re.M
+            )
+        )
+        popen = run.daemon.popen
+        assert popen is not None
+        popen.send_signal(signal.SIGTERM)  # restart with the long bound first
+        assert await asyncio.to_thread(popen.wait, DEFAULT_BOUND_S + EXIT_MARGIN_S) == 0
+        await run.start_daemon()
+        busy = await _moment(run, SWAPPING, uploading=False)
+        stop.finishing = {s["guid"] for s in busy if s["stage"] in ACTIVATION}
+        popen = run.daemon.popen
+        assert popen is not None
+        started = time.monotonic()
+        popen.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        popen.send_signal(signal.SIGTERM)
+        stop.code = await asyncio.to_thread(popen.wait, EXIT_MARGIN_S)
+        stop.seconds = time.monotonic() - started
+        await run.start_daemon()
+
+    options = DemoOptions(
+        hubs=8, rigs=1, slots=4, faults="none", seed=19, workdir=workdir,
+        image_size=64 * 1024, handling_s=0.1,
+    )  # fmt: skip
+    code, lines = await demo(options, during=stop_twice_at_once)
+    assert code == 0, "\n".join(lines[-60:])
+    no_hub_left_unbootable(workdir)
+    assert stop.code == 0
+    assert stop.seconds < EXIT_MARGIN_S  # not the 120 s bound
+    log = (workdir / "jigd.log").read_text("utf-8")
+    assert "stopped again; not waiting for hubs" in log
+    assert stop.finishing
