@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
@@ -18,7 +18,7 @@ from drivers.smp_upload import max_chunk_data
 from jigd.model import FirmwareVersion
 from sim.harness import HubHandle, running_hub
 from sim.hub import HubState
-from sim.timing import Timing, physical_bound
+from sim.timing import Timing
 from tests.drivers.helpers import HubLinks
 
 TIMING: Final = Timing(
@@ -140,9 +140,10 @@ async def test_upload_cut_by_power_loss_resumes(tmp_path: Path, transport: str) 
             await links.close()
 
 
-async def _upload_time(
-    tmp_path: Path, timing: Timing, size: int, transport: str
-) -> tuple[float, Timing]:
+async def _most_in_flight(
+    tmp_path: Path, timing: Timing, size: int, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """Upload an image; the most requests the client had in flight, counted at each send."""
     async with (
         running_hub(
             tmp_path / f"w{timing.buf_count}", timing=timing, framing="raw", transport=transport
@@ -150,34 +151,35 @@ async def _upload_time(
         smp_link(handle, "raw") as link,
     ):
         await link.unlock(handle.master_key)
-        result = await link.upload(handle.make_image(NEW_VERSION, size))
+        most = 0
+        submit = link.client.submit
+
+        def counting_submit(*args: Any, **kwargs: Any) -> Any:
+            nonlocal most
+            sent = submit(*args, **kwargs)
+            most = max(most, link.client.in_flight)
+            return sent
+
+        with monkeypatch.context() as patch:
+            patch.setattr(link.client, "submit", counting_submit)
+            result = await link.upload(handle.make_image(NEW_VERSION, size))
         assert result.match is True
-        return result.duration_s, timing
+        assert handle.hub.frames_dropped_busy == 0  # never more than the hub can buffer
+        return most
 
 
-# Lowest share of the physical bound a pipelined upload must reach, per transport.
-PIPELINED_EFFICIENCY: Final = {"serial": 0.85, "usb": 0.7}
-
-
-async def test_pipelining_keeps_the_wire_busy(tmp_path: Path, transport: str) -> None:
-    """A stop-and-wait client idles the link while the hub programs each chunk; with buf_count 4
-    in flight the upload runs close to the physical bound. At the sim's default flash timing a
-    921600 baud wire bounds the upload (measured about 0.98 of the bound on an idle machine); a
-    full-speed USB link is 13 times faster, so the flash bounds it (measured 0.83-0.84: the
-    simulated flash programs the partial pages at both ends of every 2 KiB chunk, some 6% more
-    than the bound's one pass, and each chunk's asyncio sleep overshoots a little). The
-    thresholds leave room for a busy CI."""
+async def test_pipelining_keeps_buf_count_requests_in_flight(
+    tmp_path: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop-and-wait client idles the link while the hub programs each chunk; jigd keeps as
+    many upload requests in flight as the hub has buffers (`buf_count`), and never more. How
+    close that brings an upload to the physical bound is measured by bench/link.py (0.99 of
+    the bound with raw framing), not here: tests do not time."""
     size = 64 * 1024
     (tmp_path / "w1").mkdir()
     (tmp_path / "w4").mkdir()
     base = Timing(baud=921_600, swap_s=0.05, boot_s=0.02, reset_s=0.01)
-    stop_and_wait, _ = await _upload_time(
-        tmp_path, base.model_copy(update={"buf_count": 1}), size, transport
-    )
-    pipelined, timing = await _upload_time(
-        tmp_path, base.model_copy(update={"buf_count": 4}), size, transport
-    )
-    assert stop_and_wait / pipelined >= 1.2, (stop_and_wait, pipelined)
-    bound = physical_bound(size, timing, "raw", transport=transport)
-    bound_s = max(bound.wire_s, bound.flash_s)
-    assert bound_s / pipelined >= PIPELINED_EFFICIENCY[transport], (bound_s, pipelined)
+    one = base.model_copy(update={"buf_count": 1})
+    four = base.model_copy(update={"buf_count": 4})
+    assert await _most_in_flight(tmp_path, one, size, transport, monkeypatch) == 1
+    assert await _most_in_flight(tmp_path, four, size, transport, monkeypatch) == 4
