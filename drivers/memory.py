@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 
 from drivers.errors import LinkClosed
 from drivers.framing import Framing
-from drivers.transport import FrameListener
+from drivers.transport import TransportBase
 
 __all__ = ["MemoryTransport", "memory_pair"]
 
 _LOGGER = logging.getLogger(__name__)
 
 
-class MemoryTransport:
+class MemoryTransport(TransportBase):
     """One end of an in-memory link; implements `FrameTransport`."""
 
     def __init__(
@@ -31,22 +30,14 @@ class MemoryTransport:
         chunk_size: int | None = None,
         baudrate: int | None = None,
     ) -> None:
-        self._name = name
+        super().__init__(name)
         self._framing = framing
         self._decoder = framing.decoder() if framing is not None else None
         self._chunk_size = chunk_size
         self._baudrate = baudrate
         self._peer: MemoryTransport | None = None
-        self._listener: FrameListener | None = None
         self._closed = False
-        self._bytes_sent = 0
-        self._bytes_received = 0
-        self._link_errors: Counter[str] = Counter()
         self.frames_sent: list[bytes] = []  # every frame this end sent, for test assertions
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def baudrate(self) -> int | None:
@@ -57,20 +48,8 @@ class MemoryTransport:
         return self._closed
 
     @property
-    def bytes_sent(self) -> int:
-        return self._bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self._bytes_received
-
-    @property
     def bytes_dropped(self) -> int:
         return self._decoder.dropped_bytes if self._decoder is not None else 0
-
-    @property
-    def link_errors(self) -> Counter[str]:
-        return self._link_errors
 
     def wire_size(self, frame_size: int) -> int:
         return self._framing.wire_size(frame_size) if self._framing is not None else frame_size
@@ -78,9 +57,6 @@ class MemoryTransport:
     @property
     def buffer_overhead(self) -> int:
         return self._framing.buffer_overhead if self._framing is not None else 0
-
-    def set_listener(self, listener: FrameListener | None) -> None:
-        self._listener = listener
 
     def send(self, frame: bytes) -> None:
         peer = self._peer

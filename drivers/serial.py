@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable
 from typing import Final
 
@@ -21,7 +20,7 @@ import serial_asyncio_fast
 
 from drivers.errors import LinkClosed, PortOpenFailed
 from drivers.framing import RESPONSE_OPS, FrameDecoder, Framing, framing_for
-from drivers.transport import FrameListener
+from drivers.transport import TransportBase
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
@@ -85,7 +84,7 @@ class _StreamProtocol(asyncio.Protocol):
         self._owner._connection_lost(exc)
 
 
-class SerialTransport:
+class SerialTransport(TransportBase):
     """A `FrameTransport` over a serial port with console or raw SMP framing.
 
     Build it with `await open(...)`. Counters: `bytes_sent`, `bytes_received`, `bytes_dropped`
@@ -102,26 +101,18 @@ class SerialTransport:
         idle_reset_s: float,
     ) -> None:
         self._url = url
-        self._name = name
+        super().__init__(name)
         self._baudrate = baudrate
         self._framing = framing
         self._decoder: FrameDecoder = framing.decoder()
         self._idle_reset_s = idle_reset_s
         self._transport: asyncio.Transport | None = None
-        self._listener: FrameListener | None = None
         self._closing = False
         self._closed = asyncio.Event()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._last_rx = 0.0
-        self._bytes_sent = 0
-        self._bytes_received = 0
-        self._link_errors: Counter[str] = Counter()
 
     # -- FrameTransport ----------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def url(self) -> str:
@@ -140,20 +131,8 @@ class SerialTransport:
         return self._closing or self._closed.is_set()
 
     @property
-    def bytes_sent(self) -> int:
-        return self._bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self._bytes_received
-
-    @property
     def bytes_dropped(self) -> int:
         return self._decoder.dropped_bytes
-
-    @property
-    def link_errors(self) -> Counter[str]:
-        return self._link_errors
 
     def wire_size(self, frame_size: int) -> int:
         return self._framing.wire_size(frame_size)
@@ -161,9 +140,6 @@ class SerialTransport:
     @property
     def buffer_overhead(self) -> int:
         return self._framing.buffer_overhead
-
-    def set_listener(self, listener: FrameListener | None) -> None:
-        self._listener = listener
 
     def send(self, frame: bytes) -> None:
         transport = self._transport

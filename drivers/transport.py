@@ -2,7 +2,7 @@
 
 A transport sends whole SMP frames and hands whole received frames to one listener; how frames
 travel (serial framings, USB transfers, memory) is its business. `SerialTransport` and
-`MemoryTransport` implement it.
+`MemoryTransport` and `UsbTransport` implement it, on `TransportBase` for what they keep alike.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Protocol
 
 from drivers.errors import LinkError
 
-__all__ = ["FrameListener", "FrameTransport"]
+__all__ = ["FrameListener", "FrameTransport", "TransportBase"]
 
 
 class FrameListener(Protocol):
@@ -79,3 +79,33 @@ class FrameTransport(Protocol):
     async def close(self) -> None:
         """Close the link and wait (bounded) until it is closed; idempotent."""
         ...
+
+
+class TransportBase:
+    """What every transport keeps alike: its name, byte counters, link faults, its listener."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._listener: FrameListener | None = None
+        self._bytes_sent = 0
+        self._bytes_received = 0
+        self._link_errors: Counter[str] = Counter()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        return self._bytes_received
+
+    @property
+    def link_errors(self) -> Counter[str]:
+        return self._link_errors
+
+    def set_listener(self, listener: FrameListener | None) -> None:
+        self._listener = listener

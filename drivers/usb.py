@@ -28,7 +28,6 @@ import logging
 import queue
 import re
 import threading
-from collections import Counter
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Final
@@ -38,7 +37,7 @@ import usb.util
 
 from drivers.errors import DeviceDisconnected, LinkClosed, PortOpenFailed
 from drivers.framing import RESPONSE_OPS
-from drivers.transport import FrameListener
+from drivers.transport import TransportBase
 from drivers.usb_bulk import TransferAssembler, TransferDecoder, needs_zlp
 
 __all__ = [
@@ -112,7 +111,7 @@ def _close_backend(backend: Any) -> None:
         close()
 
 
-class UsbTransport:
+class UsbTransport(TransportBase):
     """A `FrameTransport` over a claimed vendor-specific USB interface. Build it with `open`.
 
     Counters: `bytes_sent`, `bytes_received`, `bytes_dropped` (transfers that were not whole
@@ -140,29 +139,21 @@ class UsbTransport:
         self._ep_out = ep_out
         self._ep_in = ep_in
         self._max_packet = max_packet
-        self._name = name
+        super().__init__(name)
         self._port_path = port_path
         self._read_poll_ms = max(1, round(read_poll_s * 1000))
         self._write_timeout_ms = max(1, round(write_timeout_s * 1000))
         self._assembler = TransferAssembler(read_size=READ_SIZE)
         self._decoder = TransferDecoder(accept_ops=RESPONSE_OPS)
         self._drained = 0
-        self._listener: FrameListener | None = None
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._open = False
         self._closed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
-        self._bytes_sent = 0
-        self._bytes_received = 0
-        self._link_errors: Counter[str] = Counter()
 
     # -- FrameTransport ----------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def port_path(self) -> str:
@@ -182,20 +173,8 @@ class UsbTransport:
         return not self._open
 
     @property
-    def bytes_sent(self) -> int:
-        return self._bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self._bytes_received
-
-    @property
     def bytes_dropped(self) -> int:
         return self._decoder.dropped_bytes + self._assembler.dropped_bytes + self._drained
-
-    @property
-    def link_errors(self) -> Counter[str]:
-        return self._link_errors
 
     def wire_size(self, frame_size: int) -> int:
         return frame_size  # USB adds no bytes to a frame, only packet boundaries
@@ -203,9 +182,6 @@ class UsbTransport:
     @property
     def buffer_overhead(self) -> int:
         return 0
-
-    def set_listener(self, listener: FrameListener | None) -> None:
-        self._listener = listener
 
     def send(self, frame: bytes) -> None:
         if not self._open:
