@@ -266,7 +266,10 @@ def password_file(path: Path, user: str, password: str) -> None:
     """A mosquitto password file, by mosquitto_passwd (shipped with mosquitto)."""
     tool = shutil.which("mosquitto_passwd")
     if tool is None:
-        pytest.skip("mosquitto_passwd is missing (it comes with the mosquitto package)")
+        pytest.fail(
+            "mosquitto_passwd is missing: it comes with Debian's mosquitto package, which "
+            "`make test` installs (.ci/system-deps)"
+        )
     subprocess.run([tool, "-b", "-c", str(path), user, password], check=True, timeout=WAIT_S)
 
 

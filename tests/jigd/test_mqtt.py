@@ -47,7 +47,6 @@ from tests.jigd.mqtt_helpers import (
     outbox_drained,
     outbox_messages,
     outbox_rows,
-    password_file,
     record,
     running,
 )
@@ -326,28 +325,6 @@ async def test_results_committed_before_a_crash_are_published_after_it(tmp_path:
 
 
 # --- (d) username and password, ACL ----------------------------------------------------------
-
-
-@pytest.fixture
-def auth_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """Users only, and the user `jigd` may only use `jigd/v1/#`."""
-    directory = tmp_path / "auth-broker"
-    directory.mkdir()
-    password_file(directory / "passwd", "jigd", PASSWORD)
-    (directory / "acl").write_text("user jigd\ntopic readwrite jigd/v1/#\n", encoding="utf-8")
-    server = broker(
-        directory,
-        extra=(
-            "allow_anonymous false\n"
-            f"password_file {directory / 'passwd'}\n"
-            f"acl_file {directory / 'acl'}\n"
-        ),
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_wrong_password_keeps_retrying_and_never_shows_the_password(

@@ -30,7 +30,6 @@ from tests.jigd.mqtt_helpers import (
     first_occurrences,
     leaks,
     outbox_messages,
-    password_file,
 )
 from tests.services import Mosquitto, free_port
 
@@ -260,20 +259,10 @@ async def test_results_committed_before_a_sigkill_are_published_after_restart(
 
 
 @pytest.mark.timeout(300)
-async def test_a_wrong_password_keeps_flashing_and_is_never_shown(tmp_path: Path) -> None:
-    directory = tmp_path / "auth-broker"
-    directory.mkdir()
-    password_file(directory / "passwd", "jigd", PASSWORD)
-    (directory / "acl").write_text("user jigd\ntopic readwrite jigd/v1/#\n", encoding="utf-8")
-    server = broker(
-        directory,
-        extra=(
-            "allow_anonymous false\n"
-            f"password_file {directory / 'passwd'}\n"
-            f"acl_file {directory / 'acl'}\n"
-        ),
-    )
-    server.start()
+async def test_a_wrong_password_keeps_flashing_and_is_never_shown(
+    tmp_path: Path, auth_broker: Mosquitto
+) -> None:
+    server = auth_broker
     secret = tmp_path / "mqtt-password"
     secret.write_text("wrong-" + PASSWORD + "\n", encoding="utf-8")
     secret.chmod(0o600)
