@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,12 @@ async def wait_for_slot(run: DemoRun, predicate: Any, timeout_s: float = WAIT_S)
                     if predicate(slot):
                         return dict(slot)
             await asyncio.sleep(0.05)
+
+
+def set_timeouts(config: Path, **seconds: float) -> None:
+    """Change `[timeouts]` values the demo wrote in its config (for the daemon's next start)."""
+    text = config.read_text("utf-8")
+    for key, value in seconds.items():
+        text, found = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.MULTILINE)
+        assert found == 1, f"the demo config sets {key} once"
+    config.write_text(text, encoding="utf-8")

@@ -25,7 +25,7 @@ from jigd.config import TimeoutConfig
 from jigd.demo import DemoOptions, DemoRun, Paths
 from jigd.store import JournalEvent
 from jigd.store.sqlite import SqliteStore
-from tests.jigd.e2e_helpers import WAIT_S, demo, no_hub_left_unbootable
+from tests.jigd.e2e_helpers import WAIT_S, demo, no_hub_left_unbootable, set_timeouts
 
 ACTIVATION: Final = frozenset({"mark_test", "reset", "await_boot", "verify", "confirm", "lock"})
 SWAPPING: Final = frozenset({"reset", "await_boot"})
@@ -87,12 +87,6 @@ def _by_guid(events: list[JournalEvent], kind: str) -> dict[str, list[JournalEve
         if event.kind == kind and event.guid is not None:
             found.setdefault(str(event.guid), []).append(event)
     return found
-
-
-def _set_shutdown_bound(config: Path, seconds: float) -> None:
-    text = config.read_text("utf-8")
-    assert re.search(r"^shutdown_s = ", text, re.MULTILINE), "the demo config sets shutdown_s"
-    config.write_text(re.sub(r"^shutdown_s = .*$", f"shutdown_s = {seconds}", text, flags=re.M))
 
 
 @pytest.mark.timeout(300)
@@ -159,7 +153,7 @@ async def test_sigterm_past_the_bound_cuts_the_swap_and_the_hub_resumes(tmp_path
     first, cut = Stop(), Stop()
 
     async def shrink_bound_then_stop(run: DemoRun) -> None:
-        _set_shutdown_bound(run.paths.config, bound_s)
+        set_timeouts(run.paths.config, shutdown_s=bound_s)
         await _sigterm(run, first, uploading=False)  # restarts with the short bound
         await _sigterm(run, cut, SWAPPING, uploading=False)
 
@@ -198,12 +192,7 @@ async def test_a_second_sigterm_cuts_the_drain_short(tmp_path: Path) -> None:
 
     async def stop_twice_at_once(run: DemoRun) -> None:
         # A long bound, so that only the second signal can explain a quick exit.
-        config = run.paths.config
-        config.write_text(
-            re.sub(
-                r"^shutdown_s = .*$", "shutdown_s = 120.0", config.read_text("utf-8"), flags=re.M
-            )
-        )
+        set_timeouts(run.paths.config, shutdown_s=120.0)
         popen = run.daemon.popen
         assert popen is not None
         popen.send_signal(signal.SIGTERM)  # restart with the long bound first

@@ -21,6 +21,7 @@ from jigd.store.sqlite import SqliteStore
 from tests.jigd.e2e_helpers import demo as _demo
 from tests.jigd.e2e_helpers import no_hub_left_unbootable as _no_hub_left_unbootable
 from tests.jigd.e2e_helpers import results as _results
+from tests.jigd.e2e_helpers import set_timeouts
 from tests.jigd.e2e_helpers import wait_for_slot as _wait_for_slot
 
 
@@ -136,10 +137,7 @@ async def test_hub_killed_during_its_swap_that_never_boots_fails_with_no_answer(
         killed.append(str(slot["guid"]))
         # Shorter boot waits than the demo's (the simulator boots in 2.1 s) keep the restarted
         # daemon's three identify tries of the silent hub short.
-        config = run.paths.config.read_text("utf-8")
-        for key in ("boot_s", "swap_s"):
-            config = re.sub(rf"^{key} = .*$", f"{key} = 5.0", config, flags=re.MULTILINE)
-        run.paths.config.write_text(config, encoding="utf-8")
+        set_timeouts(run.paths.config, boot_s=5.0, swap_s=5.0)
         await run.start_daemon()
 
     code, lines = await _demo(options, during=kill_during_boot)
