@@ -332,8 +332,8 @@ class SlotWorker:
         detail = (
             f"the hub in {self._label} was being flashed as {state.guid} (attempt "
             f"{attempt - 1}, last recorded stage {reached or 'none'}) when that attempt was "
-            "interrupted, "
-            f"and has not answered since ({IDENTIFY_ATTEMPTS} tries, power cycled between them)"
+            f"interrupted, and has not answered since ({IDENTIFY_ATTEMPTS} tries, power cycled "
+            "between them)"
         )
         await store.end_attempt(
             state.batch_id,
