@@ -32,8 +32,9 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Two workers, a test file each at a time: the suite mostly waits on real processes.
 pytest: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 test: lint typecheck pytest
 

@@ -3,6 +3,7 @@
 Run: .venv/bin/python -m bench.link            (512 KiB image; about five minutes)
      .venv/bin/python -m bench.link --quick    (64 KiB image; a fast check)
      .venv/bin/python -m bench.link --transport usb   (the USB row alone)
+     .venv/bin/python -m bench.link --transport zephyr  (the Zephyr peer rows alone)
 
 For each baud rate (115200, 921600) and framing (raw, console) a fresh simulated hub (default
 `sim.timing.Timing` except the baud rate, unlocked) is served in this process on a real pty and
@@ -13,6 +14,15 @@ time and wait for its answer). Then the same hub is flashed by jigd over USB: a 
 simulated full-speed USB bus served in this process on a Unix socket, reached through pyusb
 (`drivers.usb`, `sim.usb_backend`), against the bound of that link (smpclient has no USB bulk
 transport).
+
+The Zephyr rows upload a 200 KiB image to Zephyr's own SMP server (`smp_svr_params.exe`, a
+native_sim build, from `../shared/peers/zephyr` or `$JIGD_ZEPHYR_PEERS`) over its UART pty with
+console framing, at its default pacing (12 bytes per 1 ms tick, about 115200 baud) and unpaced
+(`-uart_rx_bytes_per_tick=0`, as a fast USB CDC-ACM adapter delivers bytes), a fresh process per
+run: jigd with a console slot's default settings (`jigd.slot.receiver_settings`), and smpclient
+with its default serial transport. The bound at the default pacing is the framed wire time of
+what jigd sent (its bytes at 12,000 bytes/s); unpaced there is no wire bound, so the rows compare
+upload rates and count timeouts. Those peers have no bootloader: the rows stop at the upload.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import argparse
 import asyncio
 import dataclasses
 import hashlib
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -29,17 +40,29 @@ from pathlib import Path
 from typing import Final
 
 from smpclient import SMPClient
+from smpclient.exceptions import SMPUploadError
 from smpclient.generics import success
 from smpclient.requests.image_management import ImageStatesWrite
 from smpclient.requests.os_management import ResetWrite
-from smpclient.transport.serial import BufferSize, SMPSerialRawTransport, SMPSerialTransport
+from smpclient.transport.serial import (
+    BufferParams,
+    BufferSize,
+    SMPSerialRawTransport,
+    SMPSerialTransport,
+)
 
-from drivers.hub_link import LinkOptions, await_boot
+from drivers import serial
+from drivers.hub_link import FrameLimits, LinkOptions, SmpHubLink, await_reset
+from drivers.smp_client import SmpClient
 from drivers.smp_driver import open_smp_link
+from jigd.config import SlotConfig
 from jigd.model import FirmwareVersion
+from jigd.slot import receiver_settings
 from sim.harness import HubHandle, HubSpec, running_hub
 from sim.hub import HubState
+from sim.image_check import inspect_image
 from sim.images import make_manufacturer_keys, make_signed_image
+from sim.native_sim import native_sim, zephyr_peers_dir
 from sim.timing import USB_FULL_SPEED, Bound, Timing, physical_bound
 
 BAUDS: Final = (115_200, 921_600)
@@ -79,29 +102,41 @@ async def _jigd(
     directory: Path, timing: Timing, framing: str, image: bytes, transport: str = "serial"
 ) -> Run:
     sha = hashlib.sha256(image).digest()
+    image_hash = _image_hash(image)
     spec = HubSpec(locked=False)
+    # Frames as large as buf_size allows, as smpclient's: the simulated hub's UART keeps up at
+    # these rates (the Zephyr rows below show the line-buffer limits at work).
+    options = LinkOptions(limits=FrameLimits(line_buffers=None, mtu=None))
     async with running_hub(
         directory, spec=spec, timing=timing, framing=framing, seed=SEED, transport=transport
     ) as hub:
-        link = await open_smp_link(hub.slot_spec(framing), name="bench", options=LinkOptions())
+        link = await open_smp_link(hub.slot_spec(framing), name="bench", options=options)
         try:
             received = hub.hub.bytes_received
             started = time.perf_counter()
             result = await link.upload(image)
             uploaded = time.perf_counter()
             wire = hub.hub.bytes_received - received
-            await link.mark_test(sha)
+            await link.mark_test(image_hash)
             await link.reset()
-            await await_boot(link, timeout_s=BOOT_TIMEOUT_S)
+            await await_reset(link, timeout_s=BOOT_TIMEOUT_S, pending_hash=image_hash)
             await link.confirm()
             done = time.perf_counter()
         finally:
             await link.close()
-        if result.match is not True or result.resumed_from:
+        if result.size != len(image) or result.resumed_from:
             raise RuntimeError(f"jigd: unexpected upload result {result}")
         _check_flashed(hub, sha, "jigd")
     label = framing if transport == "serial" else "usb"
     return Run("jigd", label, timing.baud, uploaded - started, done - started, wire)
+
+
+def _image_hash(image: bytes) -> bytes:
+    """MCUboot's image hash (the SHA256 TLV): how image state names an image."""
+    tlv_hash = inspect_image(image).tlv_hash
+    if tlv_hash is None:
+        raise RuntimeError("the bench image has no SHA256 TLV")
+    return tlv_hash
 
 
 def _smpclient_transport(
@@ -138,7 +173,8 @@ async def _smpclient(directory: Path, timing: Timing, framing: str, image: bytes
                 pass
             uploaded = time.perf_counter()
             wire = hub.hub.bytes_received - received
-            if not success(await client.request(ImageStatesWrite(hash=sha, confirm=False))):
+            test = ImageStatesWrite(hash=_image_hash(image), confirm=False)
+            if not success(await client.request(test)):
                 raise RuntimeError("smpclient: image state write (test) failed")
             boots = hub.hub.boots
             if not success(await client.request(ResetWrite())):
@@ -239,6 +275,171 @@ def _print_usb(image_size: int, run: Run, bound: Bound) -> None:
     )
 
 
+# --- Zephyr's own SMP server -------------------------------------------------------------------
+
+ZEPHYR_EXE: Final = "smp_svr_params.exe"
+ZEPHYR_IMAGE_SIZE: Final = 200 * 1024
+ZEPHYR_PACED_BYTES_PER_S: Final = 12_000  # the peers' default RX pacing: 12 bytes per 1 ms tick
+ZEPHYR_PACINGS: Final = {"default": (), "unpaced": ("-uart_rx_bytes_per_tick=0",)}
+ZEPHYR_EFFICIENCY_TARGET: Final = 0.90  # default pacing, upload against the framed wire bound
+ZEPHYR_SPEEDUP_TARGET: Final = 3.0  # unpaced, jigd vs smpclient upload rate
+ZEPHYR_REQUEST_TIMEOUT_S: Final = 2.0
+
+
+@dataclass(frozen=True)
+class PeerRun:
+    """One upload to a Zephyr peer; `upload_s` is None when the upload failed."""
+
+    client: str
+    pacing: str
+    upload_s: float | None
+    wire_bytes: int  # bytes the client sent during the upload (jigd only; 0 if unknown)
+    timeouts: int
+    detail: str
+
+
+def _zephyr_flash(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    flash = directory / "flash.bin"
+    shutil.copyfile(zephyr_peers_dir() / "flash_init.bin", flash)
+    flash.chmod(0o644)
+    return flash
+
+
+async def _zephyr_jigd(directory: Path, pacing: str, image: bytes) -> PeerRun:
+    exe = zephyr_peers_dir() / ZEPHYR_EXE
+    async with native_sim(exe, _zephyr_flash(directory), *ZEPHYR_PACINGS[pacing]) as peer:
+        # What a console slot gets by default (docs/hub-requirements.md).
+        settings = receiver_settings(SlotConfig(slot=1, port=peer.pty, framing="console"), None)
+        options = LinkOptions(
+            timeout_s=ZEPHYR_REQUEST_TIMEOUT_S,
+            buf_size=settings.buf_size,
+            buf_count=settings.buf_count,
+            limits=settings.limits,
+        )
+        transport = await serial.open(peer.pty, 115200, "console", name="jigd")
+        link = SmpHubLink(SmpClient(transport, timeout_s=options.timeout_s), options=options)
+        try:
+            await link.params()  # as smpclient's connect does, before the clock starts
+            sent = transport.bytes_sent
+            started = time.perf_counter()
+            result = await link.upload(image)
+            upload_s = time.perf_counter() - started
+            wire = transport.bytes_sent - sent
+            states = await link.image_state()
+        finally:
+            await link.close()
+    if not any(s.slot == 1 and s.hash == _image_hash(image) for s in states):
+        raise RuntimeError(f"jigd: the peer does not hold the image in slot 1: {states}")
+    detail = (
+        f"{result.frame_size}-byte frames ({result.frame_lines} lines), window {result.window}, "
+        f"{result.retries} requests lost and resent"
+    )
+    return PeerRun("jigd", pacing, upload_s, wire, result.timeouts, detail)
+
+
+async def _zephyr_smpclient(
+    directory: Path, pacing: str, image: bytes, line_buffers: int | None = None
+) -> PeerRun:
+    """smpclient with its default serial transport, or told the hub's line buffers (its
+    `BufferParams`: messages that fit `line_buffers` 128-byte lines)."""
+    exe = zephyr_peers_dir() / ZEPHYR_EXE
+    name = "smpclient" if line_buffers is None else f"smpclient/{line_buffers}l"
+    async with native_sim(exe, _zephyr_flash(directory), *ZEPHYR_PACINGS[pacing]) as peer:
+        transport = (
+            SMPSerialTransport()
+            if line_buffers is None
+            else SMPSerialTransport(BufferParams(line_length=128, line_buffers=line_buffers))
+        )
+        client = SMPClient(transport, peer.pty, timeout_s=ZEPHYR_REQUEST_TIMEOUT_S)
+        await client.connect()
+        try:
+            started = time.perf_counter()
+            try:
+                async for _offset in client.upload(
+                    image,
+                    first_timeout_s=ZEPHYR_REQUEST_TIMEOUT_S,
+                    subsequent_timeout_s=ZEPHYR_REQUEST_TIMEOUT_S,
+                ):
+                    pass
+            except (TimeoutError, SMPUploadError) as exc:
+                return PeerRun(name, pacing, None, 0, 1, f"failed: {exc!r}"[:120])
+            upload_s = time.perf_counter() - started
+        finally:
+            await client.disconnect()
+    detail = f"{transport.max_unencoded_size}-byte messages, one request at a time"
+    return PeerRun(name, pacing, upload_s, 0, 0, detail)
+
+
+def _rate(run: PeerRun, size: int) -> str:
+    return "-" if run.upload_s is None else f"{size / run.upload_s / 1000:.1f}"
+
+
+def _print_zephyr(size: int, runs: list[PeerRun]) -> None:
+    print(
+        f"Zephyr {ZEPHYR_EXE} (native_sim, UART pty, console framing), {size} byte image "
+        f"({size // 1024} KiB), upload only (no bootloader in the peer)"
+    )
+    print(f"{'pacing':<8} {'client':<10} {'upload s':>9} {'kB/s':>7} {'timeouts':>8}  detail")
+    for run in runs:
+        upload = "-" if run.upload_s is None else f"{run.upload_s:.2f}"
+        print(
+            f"{run.pacing:<8} {run.client:<10} {upload:>9} {_rate(run, size):>7} "
+            f"{run.timeouts:>8}  {run.detail}"
+        )
+    by_key = {(r.client, r.pacing): r for r in runs}
+    print("Targets:")
+    paced = by_key.get(("jigd", "default"))
+    if paced is not None and paced.upload_s is not None:
+        bound_s = paced.wire_bytes / ZEPHYR_PACED_BYTES_PER_S
+        eff = bound_s / paced.upload_s
+        verdict = "OK" if eff >= ZEPHYR_EFFICIENCY_TARGET else "target not met"
+        print(
+            f"  default pacing: jigd upload efficiency {eff:.2f} against the framed wire bound "
+            f"({paced.wire_bytes} bytes at {ZEPHYR_PACED_BYTES_PER_S} bytes/s = {bound_s:.2f} s; "
+            f"target >= {ZEPHYR_EFFICIENCY_TARGET:.2f}): {verdict}"
+        )
+    fast = by_key.get(("jigd", "unpaced"))
+    others = [r for r in runs if r.pacing == "unpaced" and r.client != "jigd"]
+    if fast is not None and fast.upload_s is not None:
+        for slow in others:
+            if slow.upload_s is None:
+                print(f"  unpaced: {slow.client}'s upload failed; jigd completed")
+                continue
+            speedup = slow.upload_s / fast.upload_s
+            ok = speedup >= ZEPHYR_SPEEDUP_TARGET and fast.timeouts == 0
+            print(
+                f"  unpaced: jigd vs {slow.client} upload rate {speedup:.2f}x, jigd timeouts "
+                f"{fast.timeouts} (target >= {ZEPHYR_SPEEDUP_TARGET:.0f}x with zero timeouts): "
+                f"{'OK' if ok else 'target not met'}"
+            )
+
+
+async def _bench_zephyr(root: Path, size: int, repeat: int) -> None:
+    if not (zephyr_peers_dir() / ZEPHYR_EXE).is_file():
+        print(f"Zephyr rows skipped: no {ZEPHYR_EXE} in {zephyr_peers_dir()}")
+        return
+    keys = make_manufacturer_keys(HubSpec().model.manufacturer, SEED)
+    image = make_signed_image(keys, HubSpec().model, NEW_VERSION, size, SEED)
+    runs: list[PeerRun] = []
+    clients: list[tuple[str, Callable[[Path, str, bytes], Awaitable[PeerRun]]]] = [
+        ("jigd", _zephyr_jigd),
+        ("smpclient", _zephyr_smpclient),
+        ("smpclient-2", lambda d, p, i: _zephyr_smpclient(d, p, i, line_buffers=2)),
+    ]
+    for pacing in ZEPHYR_PACINGS:
+        for name, upload in clients:
+            tries = []
+            for n in range(repeat):
+                run = await upload(root / f"zephyr-{name}-{pacing}-{n}", pacing, image)
+                print(f"  {name} on Zephyr, {pacing}: {run.upload_s} s, {run.detail}", flush=True)
+                tries.append(run)
+            done = [r for r in tries if r.upload_s is not None]
+            runs.append(min(done, key=lambda r: r.upload_s or 0.0) if done else tries[0])
+    print()
+    _print_zephyr(size, runs)
+
+
 async def _best_of(repeat: int, label: str, make: Callable[[int], Awaitable[Run]]) -> Run:
     tries: list[Run] = []
     for n in range(repeat):
@@ -252,7 +453,13 @@ async def _best_of(repeat: int, label: str, make: Callable[[int], Awaitable[Run]
     )
 
 
-async def _bench(image_size: int, bauds: list[int], repeat: int, transports: list[str]) -> None:
+async def _bench(
+    image_size: int,
+    bauds: list[int],
+    repeat: int,
+    transports: list[str],
+    zephyr_size: int = ZEPHYR_IMAGE_SIZE,
+) -> None:
     spec = HubSpec(locked=False)
     keys = make_manufacturer_keys(spec.model.manufacturer, SEED)
     image = make_signed_image(keys, spec.model, NEW_VERSION, image_size, SEED)
@@ -284,6 +491,8 @@ async def _bench(image_size: int, bauds: list[int], repeat: int, transports: lis
 
                     label = f"{name} {framing} at {baud}"
                     runs.append(await _best_of(repeat, label, one))
+        if "zephyr" in transports:
+            await _bench_zephyr(root, zephyr_size, repeat)
         if "usb" in transports:
 
             def one_usb(n: int) -> Awaitable[Run]:
@@ -314,13 +523,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--transport",
-        choices=("serial", "usb", "all"),
+        choices=("serial", "usb", "zephyr", "all"),
         default="all",
-        help="the serial rows, the USB row, or both (default all)",
+        help="the simulated serial rows, the USB row, the Zephyr peer rows, or all (default)",
     )
     args = parser.parse_args()
     image_size = args.image_size or (QUICK_IMAGE_SIZE if args.quick else IMAGE_SIZE)
-    transports = ["serial", "usb"] if args.transport == "all" else [args.transport]
+    transports = ["serial", "usb", "zephyr"] if args.transport == "all" else [args.transport]
     asyncio.run(_bench(image_size, args.baud or list(BAUDS), max(1, args.repeat), transports))
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "LinkClosed",
     "LinkError",
     "LinkTimeout",
+    "NoJigGroup",
     "PortOpenFailed",
     "ProtocolError",
     "RigClosed",
@@ -203,6 +204,25 @@ class UnlockRefused(SmpError):
     """The hub refused the unlock MAC (wrong master key, stale nonce, no challenge)."""
 
     code: ClassVar[str] = "unlock_refused"
+
+
+class NoJigGroup(ProtocolError):
+    """The hub speaks SMP but has no jig group (64): a stock MCUmgr device, not a jig hub.
+
+    Without the group a hub can be neither identified nor unlocked, so jigd cannot flash it:
+    docs/hub-requirements.md says what a hub must implement.
+    """
+
+    code: ClassVar[str] = "no_jig_group"
+
+    def __init__(self, port: str, what: str) -> None:
+        super().__init__(
+            port,
+            f"the hub answered {what} with 'not supported': it speaks SMP but has no jig group "
+            "(64), so it cannot be identified or unlocked; set it aside (see "
+            "docs/hub-requirements.md)",
+        )
+        self.what = what
 
 
 class ImageRejected(ProtocolError):

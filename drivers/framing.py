@@ -121,6 +121,10 @@ class Framing(Protocol):
         """Bytes of the hub's `buf_size` receive buffer the framing itself takes."""
         ...
 
+    def max_frame_in_lines(self, lines: int) -> int | None:
+        """Largest SMP frame that travels in `lines` console lines; None: no lines (raw)."""
+        ...
+
 
 @dataclass
 class RawDecoder:
@@ -192,6 +196,9 @@ class RawFraming:
     @property
     def buffer_overhead(self) -> int:
         return 0
+
+    def max_frame_in_lines(self, lines: int) -> int | None:
+        return None
 
 
 @dataclass
@@ -325,11 +332,19 @@ class ConsoleFraming:
     def decoder(self) -> ConsoleDecoder:
         return ConsoleDecoder(max_frame=self.max_frame)
 
+    @property
+    def _b64_per_line(self) -> int:
+        return ((self.line_length - smp_packet.LINE_LENGTH_SUBTRACTOR) // 4) * 4
+
     def wire_size(self, frame_size: int) -> int:
         b64 = 4 * -(-(frame_size + 4) // 3)
-        per_line = ((self.line_length - smp_packet.LINE_LENGTH_SUBTRACTOR) // 4) * 4
-        lines = -(-b64 // per_line)
+        lines = -(-b64 // self._b64_per_line)
         return b64 + 3 * lines
+
+    def max_frame_in_lines(self, lines: int) -> int | None:
+        # A packet is length (2) + frame + CRC16 (2), base64'd and cut into lines: `lines`
+        # lines carry 3/4 of their base64 characters as packet bytes.
+        return max(0, lines * self._b64_per_line * 3 // 4 - 4)
 
     @property
     def buffer_overhead(self) -> int:

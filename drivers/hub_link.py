@@ -2,8 +2,9 @@
 
 `HubLink` is the interface every hub driver implements; `SmpHubLink` implements it over SMP
 (MCUmgr) with MCUboot semantics and the "jig" vendor group (docs/hub-protocol.md). The upload is
-pipelined (up to `buf_count` requests in flight, chunks as large as `buf_size` allows) and resumes
-from the offset the hub reports.
+pipelined (requests in flight and frame size adapt to what the hub's receiver takes, within
+`buf_count`/`buf_size` and the link's `FrameLimits`) and resumes from the offset the hub reports.
+`mcumgr_params` is optional: a hub without it (Zephyr's default) gets the configured defaults.
 """
 
 from __future__ import annotations
@@ -14,24 +15,42 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
+from smp import error as smperror
 from smp import image_management as smpimg
 from smp import message as smpmsg
 from smp import os_management as smpos
 
 from drivers import jig_group
-from drivers.errors import LinkTimeout, SmpError, UnexpectedResponse, UnlockRefused
+from drivers.errors import (
+    LinkTimeout,
+    NoJigGroup,
+    SmpError,
+    UnexpectedResponse,
+    UnlockRefused,
+)
 from drivers.smp_client import DEFAULT_TIMEOUT_S, SmpClient, describe
-from drivers.smp_upload import ProgressCallback, SmpUpload, UploadResult
+from drivers.smp_upload import (
+    FrameLimits,
+    ProgressCallback,
+    SmpUpload,
+    UploadResult,
+    UploadSizing,
+    new_sizing,
+)
 from jigd.model import DeviceModel, FirmwareVersion, Guid, IdentifierError
 
 __all__ = [
     "BOOT_POLL_INTERVAL_S",
     "BOOT_POLL_TIMEOUT_S",
+    "DEFAULT_BUF_COUNT",
+    "DEFAULT_BUF_SIZE",
     "DEFAULT_REQUEST_RETRIES",
+    "DEFAULT_RESET_DELAY_S",
+    "FrameLimits",
     "HubIdentity",
     "HubLink",
     "ImageSlotState",
@@ -40,6 +59,7 @@ __all__ = [
     "SmpHubLink",
     "UploadResult",
     "await_boot",
+    "await_reset",
     "parse_image_version",
 ]
 
@@ -48,8 +68,15 @@ _LOGGER = logging.getLogger(__name__)
 DEFAULT_REQUEST_RETRIES: Final = 3
 # While a hub boots it discards what it receives; a poll answered in ~10 ms at 115200 baud is
 # resent soon, so the boot is noticed within ~0.2 s of the hub being ready.
-BOOT_POLL_TIMEOUT_S: Final = 0.15  # one identity request while waiting for a hub to boot
+BOOT_POLL_TIMEOUT_S: Final = 0.15  # one echo request while waiting for a hub to boot
 BOOT_POLL_INTERVAL_S: Final = 0.05
+# What a hub without `mcumgr_params` is taken to have: Zephyr's defaults,
+# CONFIG_MCUMGR_TRANSPORT_NETBUF_SIZE and CONFIG_MCUMGR_TRANSPORT_NETBUF_COUNT.
+DEFAULT_BUF_SIZE: Final = 384
+DEFAULT_BUF_COUNT: Final = 4
+# Zephyr answers `os reset` and resets this much later (CONFIG_MCUMGR_GRP_OS_RESET_MS).
+DEFAULT_RESET_DELAY_S: Final = 0.25
+_BOOT_ECHO: Final = "jigd boot"
 MIN_BUF_SIZE: Final = 128  # a hub reporting less cannot carry an upload's first chunk usefully
 
 T = TypeVar("T")
@@ -83,10 +110,19 @@ class ImageSlotState:
 
 @dataclass(frozen=True, slots=True)
 class LinkOptions:
-    """Timing and retry knobs of a hub link (config or tests set them)."""
+    """Timing, retry and receiver knobs of a hub link (config or tests set them).
+
+    `buf_size`/`buf_count` are used when the hub has no `mcumgr_params`; `limits` says what its
+    receiver takes besides (console line buffers, MTU).
+    """
 
     timeout_s: float = DEFAULT_TIMEOUT_S
     request_retries: int = DEFAULT_REQUEST_RETRIES
+    buf_size: int = DEFAULT_BUF_SIZE
+    buf_count: int = DEFAULT_BUF_COUNT
+    # Zephyr's UART line buffers; no MTU besides buf_size (jigd.slot sets Zephyr's UART MTU on
+    # console slots).
+    limits: FrameLimits = field(default_factory=lambda: FrameLimits(line_buffers=2, mtu=None))
 
 
 class HubLink(abc.ABC):
@@ -147,7 +183,16 @@ class HubLink(abc.ABC):
 
     @abc.abstractmethod
     async def params(self) -> tuple[int, int]:
-        """(buf_size, buf_count): the hub's receive buffer size and count."""
+        """(buf_size, buf_count): the hub's receive buffer size and count, as it reports them
+        or, if it does not, the configured defaults."""
+
+    def sizing_report(self) -> str:
+        """What the link's upload settled on (frame size, window, drops), for logs."""
+        return ""
+
+    def settled(self) -> UploadResult | None:
+        """The last upload's result (its settled frame size and window), if one ran."""
+        return None
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -171,21 +216,75 @@ async def await_boot(
     timeout_s: float,
     poll_timeout_s: float = BOOT_POLL_TIMEOUT_S,
     poll_interval_s: float = BOOT_POLL_INTERVAL_S,
-) -> HubIdentity:
-    """Poll identity until the hub answers (after a reset), for at most `timeout_s`."""
+) -> None:
+    """Poll `os echo` until the hub answers (after power-on or a reset), for at most `timeout_s`.
+
+    Echo, not the jig group: every SMP device has it, so a hub without the jig group is seen
+    booted and then told apart by `identify` (NoJigGroup), not mistaken for a silent one.
+    """
+    await await_reset(
+        link,
+        timeout_s=timeout_s,
+        reset_delay_s=0.0,  # any answer will do
+        poll_timeout_s=poll_timeout_s,
+        poll_interval_s=poll_interval_s,
+    )
+
+
+async def await_reset(
+    link: HubLink,
+    *,
+    timeout_s: float,
+    reset_delay_s: float = DEFAULT_RESET_DELAY_S,
+    pending_hash: bytes | None = None,
+    poll_timeout_s: float = BOOT_POLL_TIMEOUT_S,
+    poll_interval_s: float = BOOT_POLL_INTERVAL_S,
+) -> None:
+    """Wait, after the hub answered `os reset`, until it has reset and booted again.
+
+    A hub resets some time after it answers (Zephyr: 250 ms); until then the old firmware
+    answers, so an answer counts only once the reset has visibly taken effect: the hub stopped
+    answering, or `reset_delay_s` has passed and its image state no longer shows the image
+    `pending_hash` waiting in the secondary slot (a bootloader consumes the pending flag at
+    boot: it swaps the image in, or refuses and erases it).
+    """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    started = loop.time()
+    deadline = started + timeout_s
+    went_silent = False
     last: Exception | None = None
     try:
         async with asyncio.timeout_at(deadline):
             while True:
                 try:
-                    return await link.identify(timeout_s=poll_timeout_s)
+                    await link.echo(_BOOT_ECHO, timeout_s=poll_timeout_s)
                 except (LinkTimeout, UnexpectedResponse) as exc:
-                    last = exc
+                    went_silent, last = True, exc
+                else:
+                    if (went_silent or loop.time() - started >= reset_delay_s) and (
+                        pending_hash is None or not await _still_pending(link, pending_hash)
+                    ):
+                        return
                 await asyncio.sleep(poll_interval_s)
     except TimeoutError as exc:
-        raise LinkTimeout(link.name, "identity after reset (boot)", timeout_s) from (last or exc)
+        what = "a reset that takes effect, then echo (boot)"
+        raise LinkTimeout(link.name, what, timeout_s) from (last or exc)
+
+
+async def _still_pending(link: HubLink, image_hash: bytes) -> bool:
+    """True if the hub still shows `image_hash` pending in a slot it is not running."""
+    try:
+        states = await link.image_state()
+    except (LinkTimeout, UnexpectedResponse):
+        return True  # not answering yet: not booted
+    return any(s.pending and not s.active and s.hash == image_hash for s in states)
+
+
+def _not_supported(exc: SmpError) -> bool:
+    """The hub has no handler for the request's group or command (MGMT_ERR ENOTSUP)."""
+    return exc.rc == smperror.MGMT_ERR.ENOTSUP or (
+        exc.group == exc.request_group and exc.group_rc == smperror.MGMT_ERR.ENOTSUP
+    )
 
 
 _VERSION_RE: Final = re.compile(r"(\d+)\.(\d+)\.(\d+)(?:[.+](\d+))?")
@@ -214,6 +313,9 @@ class SmpHubLink(HubLink):
         self._options = options or LinkOptions(timeout_s=client.timeout_s)
         self._name = name or client.name
         self._retries: Counter[str] = Counter()
+        self._params: tuple[int, int] | None = None
+        self._sizing: UploadSizing | None = None
+        self._last_upload: UploadResult | None = None
 
     @property
     def name(self) -> str:
@@ -238,11 +340,16 @@ class SmpHubLink(HubLink):
     # -- simple commands ---------------------------------------------------------------------
 
     async def identify(self, *, timeout_s: float | None = None) -> HubIdentity:
-        rsp = await self._call(
-            jig_group.IdentityReadRequest(),
-            jig_group.IdentityReadResponse,
-            timeout_s=timeout_s,
-        )
+        try:
+            rsp = await self._call(
+                jig_group.IdentityReadRequest(),
+                jig_group.IdentityReadResponse,
+                timeout_s=timeout_s,
+            )
+        except SmpError as exc:
+            if _not_supported(exc):
+                raise NoJigGroup(self._name, "jig identity read (group 64)") from exc
+            raise
         try:
             return HubIdentity(
                 guid=Guid.from_bytes(bytes(rsp.guid)),
@@ -320,9 +427,26 @@ class SmpHubLink(HubLink):
         return rsp.r
 
     async def params(self) -> tuple[int, int]:
-        rsp = await self._call(
-            smpos.MCUMgrParametersReadRequest(), smpos.MCUMgrParametersReadResponse
-        )
+        if self._params is None:
+            self._params = await self._read_params()
+        return self._params
+
+    async def _read_params(self) -> tuple[int, int]:
+        try:
+            rsp = await self._call(
+                smpos.MCUMgrParametersReadRequest(), smpos.MCUMgrParametersReadResponse
+            )
+        except SmpError as exc:
+            if not _not_supported(exc):
+                raise
+            # Zephyr leaves CONFIG_MCUMGR_GRP_OS_MCUMGR_PARAMS off by default.
+            _LOGGER.info(
+                "%s: the hub has no mcumgr_params; taking buf_size %d, buf_count %d",
+                self._name,
+                self._options.buf_size,
+                self._options.buf_count,
+            )
+            return self._options.buf_size, self._options.buf_count
         if rsp.buf_size < MIN_BUF_SIZE or rsp.buf_count < 1:
             raise UnexpectedResponse(
                 self._name,
@@ -340,8 +464,15 @@ class SmpHubLink(HubLink):
     async def upload(
         self, image: bytes | memoryview, progress: ProgressCallback | None = None
     ) -> UploadResult:
-        """Pipelined, resumable upload; see `drivers.smp_upload.SmpUpload`."""
+        """Pipelined, resumable upload; see `drivers.smp_upload.SmpUpload`.
+
+        The frame size and window the link settles on carry over to its next upload, unless
+        this one fails.
+        """
         buf_size, buf_count = await self.params()
+        limits = self._options.limits
+        if self._sizing is None:
+            self._sizing = new_sizing(self._client, buf_count, limits)
         upload = SmpUpload(
             self._client,
             image,
@@ -351,8 +482,26 @@ class SmpHubLink(HubLink):
             retries=self._options.request_retries,
             progress=progress,
             name=self._name,
+            limits=limits,
+            sizing=self._sizing,
         )
-        return await upload.run()
+        try:
+            self._last_upload = await upload.run()
+        except BaseException:
+            # A failed upload's losses say nothing about the hub's buffers (it may have lost
+            # power or hung): the next upload starts from the safe sizing again.
+            self._sizing = None
+            raise
+        return self._last_upload
+
+    def sizing_report(self) -> str:
+        result = self._last_upload
+        if result is None or self._sizing is None:
+            return ""
+        return f"{result.frame_size}-byte frames, {self._sizing.describe()}"
+
+    def settled(self) -> UploadResult | None:
+        return self._last_upload
 
     # -- helpers -----------------------------------------------------------------------------
 

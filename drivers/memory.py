@@ -58,6 +58,9 @@ class MemoryTransport(TransportBase):
     def buffer_overhead(self) -> int:
         return self._framing.buffer_overhead if self._framing is not None else 0
 
+    def max_frame_in_lines(self, lines: int) -> int | None:
+        return self._framing.max_frame_in_lines(lines) if self._framing is not None else None
+
     def send(self, frame: bytes) -> None:
         peer = self._peer
         if self._closed or peer is None:

@@ -141,6 +141,9 @@ class SerialTransport(TransportBase):
     def buffer_overhead(self) -> int:
         return self._framing.buffer_overhead
 
+    def max_frame_in_lines(self, lines: int) -> int | None:
+        return self._framing.max_frame_in_lines(lines)
+
     def send(self, frame: bytes) -> None:
         transport = self._transport
         if transport is None or self.is_closed or transport.is_closing():

@@ -68,6 +68,10 @@ class FrameTransport(Protocol):
         """Bytes of the hub's SMP buffer the transport's framing uses besides the frame."""
         ...
 
+    def max_frame_in_lines(self, lines: int) -> int | None:
+        """Largest frame that fits `lines` console lines; None when the link has no lines."""
+        ...
+
     def set_listener(self, listener: FrameListener | None) -> None:
         """Deliver received frames and the loss of the link to `listener`."""
         ...

@@ -183,6 +183,9 @@ class UsbTransport(TransportBase):
     def buffer_overhead(self) -> int:
         return 0
 
+    def max_frame_in_lines(self, lines: int) -> int | None:
+        return None  # one frame per bulk transfer: no console lines
+
     def send(self, frame: bytes) -> None:
         if not self._open:
             raise LinkClosed(self._name, f"cannot send: USB {self._port_path} is closed")

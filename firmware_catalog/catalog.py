@@ -14,7 +14,7 @@ import mmap
 import os
 import threading
 from collections.abc import Collection, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from firmware_catalog import storage
 from firmware_catalog.entry import (
+    CATALOG_SCHEMA,
     CatalogEntry,
     Status,
     dump_catalog,
@@ -37,7 +38,13 @@ from firmware_catalog.errors import (
     SelectionError,
     TrustedKeyError,
 )
-from firmware_catalog.mcuboot import TrustedKey, check_image, file_sha256, load_trusted_key
+from firmware_catalog.mcuboot import (
+    TrustedKey,
+    check_image,
+    file_sha256,
+    load_trusted_key,
+    read_image_hash,
+)
 from jigd.model import DeviceModel, FirmwareVersion
 
 __all__ = ["CATALOG_FILE", "IMAGES_DIR", "KEYS_DIR", "Catalog", "Image"]
@@ -132,10 +139,63 @@ class Catalog:
     # Reading and selection.
 
     def reload(self) -> None:
-        """Re-read catalog.json; on error the entries held so far stay in use."""
+        """Re-read catalog.json; on error the entries held so far stay in use.
+
+        Entries written before the catalog recorded MCUboot image hashes (schema 1) are
+        migrated: the hash is read from each image and catalog.json rewritten atomically.
+        """
         entries = self._read_entries()
+        if any(entry.image_hash is None for entry in entries):
+            entries = self._migrate_image_hashes()
         self._set_entries(entries)
         _LOGGER.info("catalog %s: %d entries", self.catalog_path, len(entries))
+
+    def _migrate_image_hashes(self) -> list[CatalogEntry]:
+        """Record each entry's image hash, read from its image; rewrite catalog.json if allowed.
+
+        An entry whose image cannot be read keeps no hash (it cannot be flashed; `jigd catalog
+        verify` names it). A read-only catalog is migrated in memory only.
+        """
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self._write_lock())
+                writable = True
+            except OSError as exc:
+                _LOGGER.warning(
+                    "catalog %s: cannot lock it (%s): image hashes recorded in memory only",
+                    self.catalog_path,
+                    exc.strerror,
+                )
+                writable = False
+            entries = self._read_entries()
+            migrated = [self._with_image_hash(entry) for entry in entries]
+            if writable and migrated != entries:
+                try:
+                    storage.write_atomic(self.catalog_path, dump_catalog(migrated))
+                except OSError as exc:
+                    _LOGGER.warning(
+                        "catalog %s: cannot rewrite it (%s): image hashes recorded in memory only",
+                        self.catalog_path,
+                        exc.strerror,
+                    )
+                else:
+                    _LOGGER.info("catalog %s: migrated to %s", self.catalog_path, CATALOG_SCHEMA)
+        return migrated
+
+    def _with_image_hash(self, entry: CatalogEntry) -> CatalogEntry:
+        if entry.image_hash is not None:
+            return entry
+        try:
+            image_hash = read_image_hash(self.image_path(entry))
+        except ImageError as exc:
+            _LOGGER.warning(
+                "catalog %s: %s: no image hash recorded: %s",
+                self.catalog_path,
+                entry.describe(),
+                exc,
+            )
+            return entry
+        return entry.model_copy(update={"image_hash": image_hash})
 
     def entries(self, model: DeviceModel | None = None) -> tuple[CatalogEntry, ...]:
         """All entries, or those of one Device Model, by Device Model then Firmware Version."""
@@ -275,6 +335,12 @@ class Catalog:
                 f"from the entry's {entry.firmware_version}",
                 name,
             )
+        if entry.image_hash is not None and verified.image_hash != entry.image_hash:
+            raise ImageError(
+                path,
+                f"image hash {verified.image_hash} differs from the entry's {entry.image_hash}",
+                name,
+            )
 
     def verify(self) -> list[ImageError]:
         """Check every entry's image (see `check`); return one error per bad entry."""
@@ -367,7 +433,13 @@ class Catalog:
             try:
                 verified = check_image(temp, key, key_path, shown_as=image)
                 _require_version(image, verified.version, version)
-                entry = draft.model_copy(update={"sha256": verified.sha256, "size": verified.size})
+                entry = draft.model_copy(
+                    update={
+                        "sha256": verified.sha256,
+                        "size": verified.size,
+                        "image_hash": verified.image_hash,
+                    }
+                )
                 self._make_images_dir()
                 storage.install(temp, self.image_path(entry))
             except BaseException:

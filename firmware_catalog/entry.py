@@ -1,7 +1,9 @@
 """Catalog entries and the catalog.json format that holds them.
 
-catalog.json is `{"schema": "jigd.catalog/1", "entries": [...]}`, entries sorted by Device
-Model then Firmware Version so that a change shows as a small diff.
+catalog.json is `{"schema": "jigd.catalog/2", "entries": [...]}`, entries sorted by Device
+Model then Firmware Version so that a change shows as a small diff. Schema 2 added each entry's
+MCUboot image hash (`image_hash`); a schema 1 file is read as it is and migrated on open
+(`Catalog.reload`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from jigd.model import DeviceModel, FirmwareVersion, FirmwareVersionField
 
 __all__ = [
     "CATALOG_SCHEMA",
+    "CATALOG_SCHEMAS",
     "CatalogEntry",
     "Status",
     "dump_catalog",
@@ -27,7 +30,8 @@ __all__ = [
     "validation_problems",
 ]
 
-CATALOG_SCHEMA = "jigd.catalog/1"
+CATALOG_SCHEMA = "jigd.catalog/2"
+CATALOG_SCHEMAS = ("jigd.catalog/1", CATALOG_SCHEMA)  # what parse_catalog reads
 
 _SPEC_VERSION = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=16)]
 
@@ -49,6 +53,17 @@ class CatalogEntry(BaseModel):
     model: Annotated[str, Field(pattern=r"^[0-9A-F]{8}$", description="8 hex, e.g. 57310102")]
     firmware_version: FirmwareVersionField
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="of the image file")]
+    image_hash: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^[0-9a-f]{64}$",
+                description="MCUboot image hash: the image's SHA256 TLV (header, body and "
+                "protected TLVs), by which a hub's image state names the image",
+            ),
+        ]
+        | None
+    ) = None
     size: Annotated[int, Field(gt=0, description="of the image file, in bytes")]
     status: Status
     released: date
@@ -84,7 +99,7 @@ class CatalogEntry(BaseModel):
 class _CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    schema_id: Literal["jigd.catalog/1"] = Field(alias="schema")
+    schema_id: Literal["jigd.catalog/1", "jigd.catalog/2"] = Field(alias="schema")
     entries: list[CatalogEntry]
 
 

@@ -19,7 +19,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from firmware_catalog.errors import ImageError, TrustedKeyError
 from jigd.model import FirmwareVersion, IdentifierError
 
-__all__ = ["TrustedKey", "VerifiedImage", "check_image", "file_sha256", "load_trusted_key"]
+__all__ = [
+    "TrustedKey",
+    "VerifiedImage",
+    "check_image",
+    "file_sha256",
+    "load_trusted_key",
+    "read_image_hash",
+]
 
 # imgtool's key objects are untyped; this names what they are used for.
 TrustedKey = Any
@@ -35,11 +42,16 @@ _HASH_CHUNK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class VerifiedImage:
-    """What a signed image proved to be: its header version, file size and file sha256."""
+    """What a signed image proved to be: header version, file size, file sha256, image hash.
+
+    `image_hash` is MCUboot's: the SHA256 TLV over header, body and protected TLVs. A hub's
+    image state names images by it; the upload's `sha` is the file's sha256.
+    """
 
     version: FirmwareVersion
     size: int
     sha256: str
+    image_hash: str
 
 
 def load_trusted_key(path: Path, manufacturer: int) -> TrustedKey:
@@ -96,15 +108,7 @@ def check_image(
     `shown_as` is the path to name in errors when `path` is a private copy being checked.
     """
     name = shown_as or path
-    try:
-        result, version, _digest, _signature = imgtool.image.Image.verify(str(path), key)
-    except struct.error:
-        raise ImageError(name, "not an MCUboot image (too short, or truncated)") from None
-    except OSError as exc:
-        raise ImageError(name, f"cannot read it: {exc.strerror}") from exc
-    if result.name != "OK":
-        reason = _VERIFY_REASONS.get(result.name) or _BAD_SIGNATURE.format(key_path=key_path)
-        raise ImageError(name, reason)
+    version, digest = _verify(path, key, name, _BAD_SIGNATURE.format(key_path=key_path))
     major, minor, revision, build = version
     try:
         firmware_version = FirmwareVersion.from_mcuboot(major, minor, revision, build)
@@ -114,4 +118,37 @@ def check_image(
         sha256, size = file_sha256(path)
     except OSError as exc:
         raise ImageError(name, f"cannot read it: {exc.strerror}") from exc
-    return VerifiedImage(version=firmware_version, size=size, sha256=sha256)
+    return VerifiedImage(
+        version=firmware_version, size=size, sha256=sha256, image_hash=digest.hex()
+    )
+
+
+def read_image_hash(path: Path) -> str:
+    """MCUboot image hash (hex) of an image file, checked against its contents, no signature.
+
+    Used to migrate catalog entries written before the catalog recorded image hashes; the
+    signature is checked separately (`check_image`, `jigd catalog verify`).
+    """
+    if not path.is_file():
+        raise ImageError(path, "is missing")
+    _version, digest = _verify(path, None, path, "cannot be read as an MCUboot image")
+    return digest.hex()
+
+
+def _verify(
+    path: Path, key: TrustedKey | None, name: Path, bad_signature: str
+) -> tuple[tuple[int, int, int, int], bytes]:
+    """imgtool's verify of `path` (signature too, if `key`): header version and image hash."""
+    try:
+        result, version, digest, _signature = imgtool.image.Image.verify(str(path), key)
+    except struct.error:
+        raise ImageError(name, "not an MCUboot image (too short, or truncated)") from None
+    except OSError as exc:
+        raise ImageError(name, f"cannot read it: {exc.strerror}") from exc
+    if result.name != "OK":
+        raise ImageError(name, _VERIFY_REASONS.get(result.name) or bad_signature)
+    if not digest:
+        # A "pure" signature (ed25519 over the whole image) carries no SHA256 TLV, so no hub
+        # could name the image in its image state.
+        raise ImageError(name, "has no SHA256 TLV (MCUboot image hash); sign it with a hash TLV")
+    return version, bytes(digest)

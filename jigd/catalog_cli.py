@@ -109,8 +109,11 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{catalog.catalog_path}: no entries{which}")
         return EXIT_OK
     header = ["DEVICE MODEL", "VERSION", "MCUBOOT", "STATUS", "RELEASED", "GBCS", "CHTS"]
-    header += ["SIZE", "SHA256", "NOTES"]
+    header += ["SIZE", "SHA256", "IMAGE HASH", "NOTES"]
     rows = [header]
+    # --long shows both hashes whole: the file's sha256 (upload, catalog file name) and the
+    # MCUboot image hash (what a hub's image state reports).
+    width = 64 if args.long else 12
     for e in entries:
         rows.append(
             [
@@ -122,7 +125,8 @@ def _list(args: argparse.Namespace) -> int:
                 e.gbcs or "-",
                 e.chts or "-",
                 str(e.size),
-                e.sha256[:12],
+                e.sha256[:width],
+                e.image_hash[:width] if e.image_hash else "-",
                 e.notes,
             ]
         )
@@ -140,6 +144,7 @@ def _describe(catalog: Catalog, entry: CatalogEntry) -> str:
         ("chts", entry.chts or "-"),
         ("size", str(entry.size)),
         ("sha256", entry.sha256),
+        ("image hash", entry.image_hash or "- (image unreadable: run jigd catalog verify)"),
         ("image", str(catalog.image_path(entry))),
         ("notes", entry.notes or "-"),
     ]
@@ -228,6 +233,11 @@ def add_catalog_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
     list_ = actions.add_parser("list", help="list the entries")
     list_.add_argument("--device-model", type=_device_model, metavar="MODEL", help=_MODEL_HELP)
+    list_.add_argument(
+        "--long",
+        action="store_true",
+        help="show the whole file sha256 and MCUboot image hash of each entry",
+    )
     list_.set_defaults(func=_guarded(_list))
 
     latest = actions.add_parser("latest", help="show the firmware a hub of MODEL gets")

@@ -107,8 +107,9 @@ def _demo(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         options = demo_options_from(args)
-    except MqttConfigError as exc:
-        print(f"error: --mqtt: {exc}", file=sys.stderr)
+    except ValueError as exc:  # a bad --mqtt URL, or options that contradict --hub-exe
+        where = "--mqtt: " if isinstance(exc, MqttConfigError) else ""
+        print(f"error: {where}{exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     stop_on_signal()
     try:
@@ -156,12 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--hubs", type=int, default=96, help="hubs on the pallet (default 96)")
     demo.add_argument("--rigs", type=int, default=3, help="rigs of 8 slots (default 3)")
-    demo.add_argument("--faults", choices=["none", "light", "harsh"], default="light")
+    demo.add_argument(
+        "--faults",
+        choices=["none", "light", "harsh"],
+        help="fault profile of the pallet (default light; none with --hub-exe)",
+    )
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--workdir", default="jigd-demo", metavar="DIR")
-    demo.add_argument("--image-size", type=int, default=256 * 1024, metavar="BYTES")
+    demo.add_argument(
+        "--image-size",
+        type=int,
+        metavar="BYTES",
+        help="size of every image (default 262144; 65536 with --hub-exe)",
+    )
     demo.add_argument("--baud", type=int, default=921600)
-    demo.add_argument("--framing", choices=["raw", "console"], default="raw")
+    demo.add_argument(
+        "--framing",
+        choices=["raw", "console"],
+        help="SMP framing of the serial slots (default raw; console with --hub-exe)",
+    )
     demo.add_argument(
         "--transport",
         choices=["serial", "usb", "mixed"],
@@ -175,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
         "without it results wait in the outbox",
     )
     demo.add_argument("--metrics-port", type=int, metavar="N", help="serve /metrics on port N")
+    demo.add_argument(
+        "--hub-exe",
+        metavar="PATH",
+        help="hubs are Zephyr native_sim processes running this executable (the peers' "
+        "jig_hub.exe; `jigsim serve --hub-exe`, flash_init.bin beside it): serial slots with "
+        "console framing, no injected faults, --baud does not matter (the executable's UART "
+        "runs at about 115200 baud)",
+    )
     demo.set_defaults(func=_demo)
     return parser
 

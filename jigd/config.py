@@ -16,6 +16,8 @@ from jigd.model import DeviceModelField
 
 __all__ = [
     "ConfigError",
+    "HubModelConfig",
+    "HubReceiverConfig",
     "MqttConfig",
     "RetryConfig",
     "RigConfig",
@@ -45,7 +47,46 @@ class _Strict(BaseModel):
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
-class SlotConfig(_Strict):
+class HubReceiverConfig(_Strict):
+    """What a hub's SMP receiver takes, where `mcumgr_params` does not say (unset: defaults).
+
+    Set per slot (the adapter and cable) or per Device Model (`[[hub_models]]`, the firmware);
+    a Device Model's setting wins over the slot's. The defaults are safe for Zephyr's UART
+    transport (docs/hub-requirements.md).
+    """
+
+    buf_size: Annotated[int, Field(ge=64, le=65535)] | None = Field(
+        default=None,
+        description="SMP buffer size of a hub that has no mcumgr_params (default 384, Zephyr's)",
+    )
+    buf_count: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        default=None,
+        description="SMP buffer count of a hub that has no mcumgr_params (default 4, Zephyr's)",
+    )
+    line_buffers: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        default=None,
+        description="console framing: lines the hub's UART receiver holds at once "
+        "(CONFIG_UART_MCUMGR_RX_BUF_COUNT, default 2); a frame uses at most this many lines",
+    )
+    mtu: Annotated[int, Field(ge=64, le=65535)] | None = Field(
+        default=None,
+        description="largest SMP request frame the hub's transport takes, if less than "
+        "buf_size allows (default: no limit besides buf_size)",
+    )
+    reset_delay_s: Annotated[float, Field(ge=0, le=60)] | None = Field(
+        default=None,
+        description="how long the hub keeps answering after it acknowledges a reset "
+        "(CONFIG_MCUMGR_GRP_OS_RESET_MS, default 0.25)",
+    )
+
+
+class HubModelConfig(HubReceiverConfig):
+    """Receiver settings of one Device Model's hubs (`[[hub_models]]`)."""
+
+    device_model: DeviceModelField = Field(description="manufacturer/model, e.g. 1086/57310102")
+
+
+class SlotConfig(HubReceiverConfig):
     """One slot of a rig: where its hub's maintenance interface is reached."""
 
     slot: Annotated[int, Field(ge=1, le=8, description="slot number on the rig, 1-8")]
@@ -179,6 +220,9 @@ class StationConfig(_Strict):
         default_factory=list, description="Device Models for which pilot firmware may be selected"
     )
     rigs: list[RigConfig] = Field(default_factory=list)
+    hub_models: list[HubModelConfig] = Field(
+        default_factory=list, description="receiver settings per Device Model"
+    )
     mqtt: MqttConfig = MqttConfig()
     secrets: SecretsConfig = SecretsConfig()
     retries: RetryConfig = RetryConfig()
@@ -189,6 +233,9 @@ class StationConfig(_Strict):
         numbers = [r.rig for r in self.rigs]
         if len(set(numbers)) != len(numbers):
             raise ValueError(f"rig numbers repeat: {sorted(numbers)}")
+        models = [str(m.device_model) for m in self.hub_models]
+        if len(set(models)) != len(models):
+            raise ValueError(f"hub_models repeat a Device Model: {sorted(models)}")
         seen: dict[str, str] = {}
         for rig in self.rigs:
             for where, port in [(f"rig {rig.rig} controller", rig.controller)] + [

@@ -13,6 +13,10 @@ through its control API, as `jigctl` does. Everything goes under the work direct
     ground-truth.json    every simulated hub's real final state
     jigd.log, jigsim.log
 
+With `--hub-exe PATH` the simulator's hubs are Zephyr native_sim processes (`jigsim serve
+--hub-exe`): serial slots with console framing, no injected faults, images of 64 KiB by default
+(they must fit the executable's 0x69000-byte slots beside MCUboot's trailer).
+
 The books balance when every manifest GUID has exactly one outcome, every `reflashed` or
 `already_current` hub really runs that version confirmed and locked, `smi-update.csv` is exactly
 the `reflashed` set, `fault-analysis.csv` exactly the `failed` set, GUIDs missing from the pallet
@@ -41,6 +45,7 @@ from jigd.config import MqttConfig
 from jigd.ctl import ControlClient, ControlError, render_status
 from jigd.model import DeviceModel, FirmwareVersion
 from jigd.mqtt import parse_mqtt_url
+from sim.bootloader import MAX_IMAGE_SIZE
 from sim.images import make_manufacturer_keys, make_signed_image, write_keys
 from sim.pallet import Pallet, make_pallet, write_pallet
 from sim.serve import USB_INFO_FILE, USB_SOCKET_FILE, usb_rigs_for
@@ -55,6 +60,10 @@ MAX_SLOTS_PER_RIG: Final = 8
 START_TIMEOUT_S: Final = 30.0
 STOP_TIMEOUT_S: Final = 30.0
 POLL_S: Final = 1.0
+# A stopped daemon is taken for a crash only if no `during` hook has restarted it by then.
+RESTART_GRACE_S: Final = 5.0
+DEFAULT_IMAGE_SIZE: Final = 256 * 1024
+EXE_IMAGE_SIZE: Final = 64 * 1024  # --hub-exe: well inside the Zephyr hubs' slots
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ class DemoOptions:
     faults: str = "light"
     seed: int = 1
     workdir: Path = Path("jigd-demo")
-    image_size: int = 256 * 1024
+    image_size: int = DEFAULT_IMAGE_SIZE
     baud: int = 921600
     framing: str = "raw"
     handling_s: float = 0.25
@@ -78,16 +87,37 @@ class DemoOptions:
     transport: str = "serial"  # serial | usb | mixed (odd rigs serial, even rigs USB)
     metrics_port: int | None = None  # serve /metrics on 127.0.0.1:N
     outbox_drain_s: float = 15.0  # with mqtt: how long to wait for the last messages at the end
+    hub_exe: Path | None = None  # hubs run this Zephyr native_sim executable (jigsim --hub-exe)
 
     def __post_init__(self) -> None:
         if not 1 <= self.slots <= MAX_SLOTS_PER_RIG:
             raise ValueError(f"slots per rig must be 1 to {MAX_SLOTS_PER_RIG}, not {self.slots}")
         usb_rigs_for(self.transport, self.rigs)  # ValueError naming the choices if unknown
+        if self.hub_exe is not None:
+            _check_exe_options(self)
 
     @property
     def usb_rigs(self) -> frozenset[int]:
         """The rigs whose slots are USB devices on the simulator's USB bus."""
         return usb_rigs_for(self.transport, self.rigs)
+
+
+def _check_exe_options(options: DemoOptions) -> None:
+    """Zephyr hubs are serial, speak console framing, have no injected faults, and hold
+    images that fit their slots."""
+    if options.hub_exe is not None and not options.hub_exe.is_file():
+        raise ValueError(f"--hub-exe {options.hub_exe}: no such executable")
+    if options.transport != "serial":
+        raise ValueError("--hub-exe: Zephyr hubs are on serial slots; drop --transport")
+    if options.framing != "console":
+        raise ValueError("--hub-exe: Zephyr hubs speak console framing; drop --framing raw")
+    if options.faults != "none":
+        raise ValueError("--hub-exe: no faults are injected into Zephyr hubs; drop --faults")
+    if not 1024 <= options.image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"--hub-exe: --image-size must be 1024 to {MAX_IMAGE_SIZE} (the Zephyr hubs' slot "
+            "size less MCUboot's trailer)"
+        )
 
 
 @dataclass
@@ -287,6 +317,8 @@ def sim_process(options: DemoOptions, paths: Paths) -> Process:
         "--baud", str(options.baud),
         "--transport", options.transport,
     ]  # fmt: skip
+    if options.hub_exe is not None:
+        argv += ["--hub-exe", str(options.hub_exe.resolve())]
     return Process("jigsim", argv, paths.root / "jigsim.log")
 
 
@@ -433,10 +465,18 @@ async def run_demo(
     return 0
 
 
-async def _step(run: DemoRun, show: Callable[[str], None], started: float) -> bool:
+async def _check_running(run: DemoRun) -> None:
+    """Both processes run; a `during` hook that restarts the daemon gets a moment to do it."""
+    if run.sim.running and run.daemon.running:
+        return
+    await asyncio.sleep(RESTART_GRACE_S)
     for process in (run.sim, run.daemon):
         if not process.running:
             raise RuntimeError(f"{process.name} stopped unexpectedly; see {process.log}")
+
+
+async def _step(run: DemoRun, show: Callable[[str], None], started: float) -> bool:
+    await _check_running(run)
     try:
         if run.options.live and sys.stdout.isatty():
             status = await run.client.request("GET", "/v1/status")
@@ -586,18 +626,21 @@ def _mqtt_section(mqtt: MqttConfig) -> list[str]:
 
 
 def demo_options_from(args: Any) -> DemoOptions:
+    hub_exe = Path(args.hub_exe) if args.hub_exe else None
+    exe_mode = hub_exe is not None
     return DemoOptions(
         hubs=args.hubs,
         rigs=args.rigs,
-        faults=args.faults,
+        faults=args.faults or ("none" if exe_mode else "light"),
         seed=args.seed,
         workdir=Path(args.workdir),
-        image_size=args.image_size,
+        image_size=args.image_size or (EXE_IMAGE_SIZE if exe_mode else DEFAULT_IMAGE_SIZE),
         baud=args.baud,
-        framing=args.framing,
+        framing=args.framing or ("console" if exe_mode else "raw"),
         mqtt=parse_mqtt_url(args.mqtt) if args.mqtt is not None else None,
         transport=args.transport,
         metrics_port=args.metrics_port,
+        hub_exe=hub_exe,
     )
 
 

@@ -1,14 +1,18 @@
 """The flash procedure: one attempt at bringing one identified, authorised hub to its firmware.
 
-Stages (DESIGN.md): `identify -> authorize -> select -> already current? -> unlock -> upload ->
-mark test -> reset -> await boot -> verify -> confirm -> lock -> record`. The slot worker does
-`identify`, `authorize` and `record` (they need the store); this module does the rest, each stage
-named, timed and bounded by a timeout.
+Stages: `identify -> authorize -> select -> already current? -> unlock -> upload -> mark test
+-> reset -> await boot -> verify -> confirm -> lock -> record`. The slot worker does
+`identify`, `authorize` and `record` (they need the store); this module does the rest, each
+stage named, timed and bounded by a timeout.
 
 Every attempt starts from what the hub reports, not from what we remember: an image already
 active is only confirmed and locked, an image already complete in the secondary slot is not
 uploaded again, and an unfinished upload resumes from the hub's offset. So an attempt cut short by
 a crash, a power loss or a vanished rig is simply run again.
+
+Images are named as the hub names them: by the MCUboot image hash (the image's SHA256 TLV) that
+the catalog records for each entry, never by the file's sha256 (that one is only the upload's
+`sha` and the catalog's file name).
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from drivers.errors import DriverError, ImageRejected, UnlockRefused
-from drivers.hub_link import HubIdentity, HubLink, ImageSlotState, await_boot
+from drivers.hub_link import (
+    DEFAULT_RESET_DELAY_S,
+    HubIdentity,
+    HubLink,
+    ImageSlotState,
+    await_reset,
+)
 from firmware_catalog import Catalog, CatalogEntry, CatalogError, SelectionError
 from jigd.config import TimeoutConfig
 from jigd.model import DeviceModel, FirmwareVersion, Outcome, Stage
@@ -106,8 +116,10 @@ class FlashProcedure:
         timeouts: TimeoutConfig,
         label: str,
         hooks: StageHooks | None = None,
+        reset_delay_s: float = DEFAULT_RESET_DELAY_S,
     ) -> None:
         self._catalog = catalog
+        self._reset_delay_s = reset_delay_s
         self._master_keys = master_keys
         self._pilot_models = pilot_models
         self._timeouts = timeouts
@@ -119,7 +131,7 @@ class FlashProcedure:
         """Bring the hub to its selected firmware. Raises FlashError naming the failed stage."""
         self._hooks.on_stage(Stage.SELECT)
         entry = select_firmware(self._catalog, identity, self._pilot_models)
-        sha = bytes.fromhex(entry.sha256)
+        sha = image_hash_of(entry)
         states = await self._stage(Stage.CHECK_CURRENT, self._timeouts.stage_s, link.image_state())
         active = _active(states)
         if active is not None and active.hash == sha and active.confirmed:
@@ -143,7 +155,10 @@ class FlashProcedure:
                 await self._stage(Stage.MARK_TEST, self._timeouts.stage_s, link.mark_test(sha))
             await self._stage(Stage.RESET, self._timeouts.stage_s, link.reset())
             boot_s = self._timeouts.boot_s + self._timeouts.swap_s
-            await self._stage(Stage.AWAIT_BOOT, boot_s, await_boot(link, timeout_s=boot_s))
+            booted = await_reset(
+                link, timeout_s=boot_s, reset_delay_s=self._reset_delay_s, pending_hash=sha
+            )
+            await self._stage(Stage.AWAIT_BOOT, boot_s, booted)
             flashed = True
         states = await self._stage(Stage.VERIFY, self._timeouts.stage_s, link.image_state())
         active = _active(states)
@@ -158,7 +173,7 @@ class FlashProcedure:
         )
 
     def _verify(self, active: ImageSlotState, entry: CatalogEntry) -> None:
-        sha = bytes.fromhex(entry.sha256)
+        sha = image_hash_of(entry)
         if active.hash == sha and active.version == entry.firmware_version:
             return
         if active.hash != sha:
@@ -166,7 +181,8 @@ class FlashProcedure:
                 Stage.VERIFY,
                 "image_rejected",
                 f"the hub booted image {active.hash.hex()[:16]}... version {active.version}, "
-                f"not {entry.describe()} ({entry.sha256[:16]}...): the bootloader refused it",
+                f"not {entry.describe()} (image hash {sha.hex()[:16]}...): the bootloader "
+                "refused it",
             )
         raise FlashError(
             Stage.VERIFY,
@@ -218,6 +234,20 @@ class FlashProcedure:
         self._hooks.on_stage_done(stage, time.monotonic() - started)
         _LOGGER.debug("%s: stage %s done", self._label, stage)
         return result
+
+
+def image_hash_of(entry: CatalogEntry) -> bytes:
+    """The MCUboot image hash by which hubs name the entry's image (stage `select` fails if the
+    catalog could not record it: the image is unreadable)."""
+    if entry.image_hash is None:
+        raise FlashError(
+            Stage.SELECT,
+            "image_missing",
+            f"the catalog has no image hash for {entry.describe()}: its image could not be "
+            "read; run `jigd catalog verify` and add the image again",
+            retryable=False,
+        )
+    return bytes.fromhex(entry.image_hash)
 
 
 def _active(states: list[ImageSlotState]) -> ImageSlotState | None:

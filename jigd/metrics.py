@@ -149,6 +149,18 @@ class StationMetrics:
             ["rig"],
             registry=None,
         )
+        self._link_frame_bytes = Gauge(
+            "jigd_link_frame_bytes",
+            "Upload request frame size a slot's hub link settled on in its last upload",
+            ["rig", "slot"],
+            registry=None,
+        )
+        self._link_window = Gauge(
+            "jigd_link_window",
+            "Upload requests in flight a slot's hub link settled on in its last upload",
+            ["rig", "slot"],
+            registry=None,
+        )
         self._slot_state = Gauge(
             "jigd_slot_state",
             "1 for the state a slot is in, 0 for the other states",
@@ -202,6 +214,8 @@ class StationMetrics:
             self._bytes_uploaded,
             self._link_errors,
             self._link_dropped_bytes,
+            self._link_frame_bytes,
+            self._link_window,
             self._slot_state,
             self._rig_up,
             self._batch_hubs,
@@ -269,6 +283,9 @@ class StationMetrics:
         for kind, count in stats.errors.items():
             if count > 0:
                 self._link_errors.labels(label, kind).inc(count)
+        if stats.frame_bytes is not None and stats.window is not None:
+            self._link_frame_bytes.labels(label, str(stats.slot)).set(stats.frame_bytes)
+            self._link_window.labels(label, str(stats.slot)).set(stats.window)
 
     # -- what the daemon sets --------------------------------------------------------------------
 

@@ -25,11 +25,20 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
-from drivers.errors import DriverError, RigError
-from drivers.hub_link import HubIdentity, HubLink, LinkOptions, await_boot
+from drivers.errors import DriverError, NoJigGroup, RigError
+from drivers.hub_link import (
+    DEFAULT_BUF_COUNT,
+    DEFAULT_BUF_SIZE,
+    DEFAULT_RESET_DELAY_S,
+    FrameLimits,
+    HubIdentity,
+    HubLink,
+    LinkOptions,
+    await_boot,
+)
 from drivers.registry import HubDriver
 from firmware_catalog import Catalog
-from jigd.config import RetryConfig, SlotConfig, TimeoutConfig
+from jigd.config import HubModelConfig, RetryConfig, SlotConfig, TimeoutConfig
 from jigd.flash import FlashError, FlashProcedure, FlashSuccess, StageHooks, outcome_of
 from jigd.model import DeviceModel, Guid, LedColour, Outcome, SlotState, Stage
 from jigd.secrets import MasterKeys
@@ -82,6 +91,49 @@ class SlotStatus:
     since: float = field(default_factory=time.monotonic)
 
 
+# Safe for Zephyr's UART transport: CONFIG_UART_MCUMGR_RX_BUF_COUNT's default. (Zephyr 3.4's
+# CONFIG_MCUMGR_TRANSPORT_UART_MTU does not limit what it receives: buf_size does.)
+DEFAULT_LINE_BUFFERS: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class HubReceiverSettings:
+    """A slot's hub receiver settings, resolved: Device Model over slot over defaults."""
+
+    buf_size: int
+    buf_count: int
+    limits: FrameLimits
+    reset_delay_s: float
+
+
+def receiver_settings(slot: SlotConfig, model: HubModelConfig | None) -> HubReceiverSettings:
+    """Resolve the receiver settings of `slot` for a hub of `model` (its `[[hub_models]]`)."""
+
+    def pick(name: str) -> float | None:
+        for source in (model, slot):
+            value = getattr(source, name) if source is not None else None
+            if value is not None:
+                return float(value)
+        return None
+
+    def pick_int(name: str, default: int | None) -> int | None:
+        value = pick(name)
+        return default if value is None else int(value)
+
+    buf_size = pick_int("buf_size", DEFAULT_BUF_SIZE) or DEFAULT_BUF_SIZE
+    buf_count = pick_int("buf_count", DEFAULT_BUF_COUNT) or DEFAULT_BUF_COUNT
+    reset_delay = pick("reset_delay_s")
+    return HubReceiverSettings(
+        buf_size=buf_size,
+        buf_count=buf_count,
+        limits=FrameLimits(
+            line_buffers=pick_int("line_buffers", DEFAULT_LINE_BUFFERS),
+            mtu=pick_int("mtu", None),
+        ),
+        reset_delay_s=DEFAULT_RESET_DELAY_S if reset_delay is None else reset_delay,
+    )
+
+
 @dataclass
 class SlotDeps:
     """What every slot worker of a station shares."""
@@ -98,6 +150,7 @@ class SlotDeps:
     on_stage_time: Callable[[Stage, float], None] = lambda stage, seconds: None
     on_result: Callable[[GuidResult, float], None] = lambda result, seconds: None
     on_link_stats: Callable[[int, LinkStats], None] = lambda rig, stats: None
+    hub_models: Mapping[DeviceModel, HubModelConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +160,9 @@ class LinkStats:
     bytes_uploaded: int
     errors: Mapping[str, int]
     bytes_dropped: int
+    slot: int = 0
+    frame_bytes: int | None = None  # what the link's upload settled on, if it uploaded
+    window: int | None = None
 
 
 class _InterruptedError(Exception):
@@ -274,7 +330,11 @@ class SlotWorker:
         self._set(state=SlotState.BUSY, stage=Stage.IDENTIFY, progress=0.0, detail="")
         await self._led(LedColour.AMBER)
         t0 = time.monotonic()
-        identity = await self._identify()
+        try:
+            identity = await self._identify()
+        except NoJigGroup as exc:
+            await self._no_jig_group(exc)
+            return
         if identity is None:
             if await self._silent_since_interrupted(t0):
                 return
@@ -302,14 +362,25 @@ class SlotWorker:
                 async with await self._open() as link:
                     try:
                         # A hub just put in (or powered) is still booting: poll until it answers.
-                        return await await_boot(link, timeout_s=self._deps.timeouts.boot_s)
+                        await await_boot(link, timeout_s=self._deps.timeouts.boot_s)
+                        return await link.identify()
                     finally:
                         self._report_link(link, 0)
+            except NoJigGroup:
+                raise  # no retry or power cycle changes what the firmware implements
             except DriverError as exc:
                 _LOGGER.warning("%s: identify failed (try %d): %s", self._label, attempt, exc)
             if attempt < IDENTIFY_ATTEMPTS:
                 await self._power_cycle()
         return None
+
+    async def _no_jig_group(self, exc: NoJigGroup) -> None:
+        """A hub that speaks SMP without the jig group: it has no GUID to book, and is never
+        unlocked or written. RED, and the slot says why until the hub is pulled."""
+        detail = f"{Stage.IDENTIFY}: {exc.code}: {exc}"
+        _LOGGER.error("%s: %s", self._label, detail)
+        self._set(state=SlotState.REJECTED, stage=Stage.IDENTIFY, detail=detail)
+        await self._led(LedColour.RED)
 
     async def _silent_since_interrupted(self, t0: float) -> bool:
         """A hub that does not answer, in the slot where a GUID's attempt was interrupted while
@@ -362,10 +433,18 @@ class SlotWorker:
         await self._record(result, t0)
         return True
 
-    async def _open(self) -> HubLink:
+    def _receiver(self, model: DeviceModel | None) -> HubReceiverSettings:
+        hub_model = self._deps.hub_models.get(model) if model is not None else None
+        return receiver_settings(self._config, hub_model)
+
+    async def _open(self, model: DeviceModel | None = None) -> HubLink:
+        receiver = self._receiver(model)
         options = LinkOptions(
             timeout_s=self._deps.timeouts.request_s,
             request_retries=self._deps.retries.request_retries,
+            buf_size=receiver.buf_size,
+            buf_count=receiver.buf_count,
+            limits=receiver.limits,
         )
         return await self._deps.driver(self._config, name=self._label, options=options)
 
@@ -529,6 +608,7 @@ class SlotWorker:
             pilot_models=self._deps.pilot_models,
             timeouts=self._deps.timeouts,
             label=self._label,
+            reset_delay_s=self._receiver(identity.model).reset_delay_s,
             hooks=StageHooks(
                 on_stage=on_stage,
                 on_progress=on_progress,
@@ -537,13 +617,17 @@ class SlotWorker:
             ),
         )
         try:
-            link = await self._open()
+            link = await self._open(identity.model)
         except DriverError as exc:
             link_errors.append(str(exc))
             raise FlashError(Stage.IDENTIFY, exc.code, str(exc)) from exc
         try:
             async with link:
-                success = await procedure.run(link, identity)
+                try:
+                    success = await procedure.run(link, identity)
+                finally:
+                    if report := link.sizing_report():
+                        _LOGGER.info("%s: link settled on %s", self._label, report)
         except FlashError as exc:
             link_errors.extend(f"{k}: {n}" for k, n in sorted(link.link_errors.items()))
             await store.record_stage(ref.batch_id, identity.guid, attempt, exc.stage, exc.code)
@@ -553,7 +637,15 @@ class SlotWorker:
         return success
 
     def _report_link(self, link: HubLink, bytes_uploaded: int) -> None:
-        stats = LinkStats(bytes_uploaded, dict(link.link_errors), link.bytes_dropped)
+        settled = link.settled()
+        stats = LinkStats(
+            bytes_uploaded,
+            dict(link.link_errors),
+            link.bytes_dropped,
+            slot=self._config.slot,
+            frame_bytes=settled.frame_size if settled is not None else None,
+            window=settled.window if settled is not None else None,
+        )
         self._deps.on_link_stats(self._rig.rig, stats)
 
     async def _recover(self, identity: HubIdentity) -> HubIdentity:
@@ -566,7 +658,8 @@ class SlotWorker:
         try:
             async with await self._open() as link:
                 boot_s = self._deps.timeouts.boot_s + self._deps.timeouts.swap_s
-                again = await await_boot(link, timeout_s=boot_s)
+                await await_boot(link, timeout_s=boot_s)
+                again = await link.identify()
         except DriverError as exc:
             _LOGGER.warning("%s: hub silent after power cycle: %s", self._label, exc)
             return identity  # the next attempt fails at its first stage and is counted

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 from jigd.model import DeviceModel, FirmwareVersion, IdentifierError
 
 if TYPE_CHECKING:
+    from drivers.framing import FramingName
     from sim.timing import Timing
 
 __all__ = [
@@ -126,6 +127,12 @@ def _add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--swap-s", dest="swap_s", type=_seconds)
     group.add_argument("--boot-s", dest="boot_s", type=_seconds)
     group.add_argument("--reset-s", dest="reset_s", type=_seconds)
+    group.add_argument(
+        "--reset-delay-s",
+        dest="reset_delay_s",
+        type=_seconds,
+        help="os reset answered to the reset taking effect (default 0.25)",
+    )
 
 
 def _bound(args: argparse.Namespace) -> int:
@@ -152,7 +159,7 @@ def _bound(args: argparse.Namespace) -> int:
             f"image {bound.image_size} bytes {link}\n"
             f"wire_s  {bound.wire_s:.3f}  ({wire})\n"
             f"flash_s {bound.flash_s:.3f}  (erase every sector, program every page)\n"
-            f"fixed_s {bound.fixed_s:.3f}  (reset + swap + boot)\n"
+            f"fixed_s {bound.fixed_s:.3f}  (reset delay + reset + swap + boot)\n"
             f"total_s {bound.total_s:.3f}  = max(wire_s, flash_s) + fixed_s\n"
             f"framed_wire_s {bound.framed_wire_s:.3f}  (upload requests on the wire; "
             "not part of the bound)"
@@ -280,6 +287,7 @@ def _serve(args: argparse.Namespace) -> int:
         ServeOptions,
         TimingFileError,
         TimingTable,
+        check_exe_options,
         load_timing_table,
         serve,
         usb_rigs_for,
@@ -302,6 +310,14 @@ def _serve(args: argparse.Namespace) -> int:
                 extra=0,
                 current=0,
             )
+        framing: FramingName = args.framing or ("console" if args.hub_exe else "raw")
+        if args.hub_exe is not None and framing != "console":
+            print(
+                "error: --hub-exe: Zephyr's UART SMP transport uses console framing; drop "
+                "--framing raw",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
         usb_rigs = (
             args.usb_rigs if args.usb_rigs is not None else usb_rigs_for(args.transport, args.rigs)
         )
@@ -318,7 +334,7 @@ def _serve(args: argparse.Namespace) -> int:
             slots=args.slots,
             pallet=pallet,
             timings=timings,
-            framing=args.framing,
+            framing=framing,
             image_size=args.image_size,
             seed=args.seed,
             keys_dir=args.keys,
@@ -330,7 +346,11 @@ def _serve(args: argparse.Namespace) -> int:
             usb_socket=args.usb_socket,
             usb_vendor_id=args.usb_vendor_id,
             usb_product_id=args.usb_product_id,
+            hub_exe=args.hub_exe,
+            hub_flash_init=args.hub_flash_init,
         )
+        if options.hub_exe is not None:
+            check_exe_options(options)
         return asyncio.run(serve(options))
     except (PalletError, KeysError, TimingFileError, ValidationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -382,7 +402,30 @@ def add_serve_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         default=DEFAULT_SERVE_IMAGE_SIZE,
         help=f"size of the hubs' initial images (default {DEFAULT_SERVE_IMAGE_SIZE})",
     )
-    parser.add_argument("--framing", choices=("raw", "console"), default="raw")
+    parser.add_argument(
+        "--framing",
+        choices=("raw", "console"),
+        help="SMP framing on the slots' ptys (default raw; console with --hub-exe)",
+    )
+    zephyr = parser.add_argument_group('Zephyr hubs (docs/simulator.md, "Zephyr hubs")')
+    zephyr.add_argument(
+        "--hub-exe",
+        type=Path,
+        metavar="PATH",
+        help="run every hub as this Zephyr native_sim executable (the peers' jig_hub.exe) in its "
+        "own process on its own flash file, relayed to its slot's pty, with an MCUboot boot step "
+        "(swap, revert, signature check) at every power-on and reset. Serial slots and console "
+        "framing only; no fault injection (the pallet's faults and --faults are ignored); the "
+        "timing options do not apply (the executable paces its UART at about 115200 baud); "
+        "rig power cycling works",
+    )
+    zephyr.add_argument(
+        "--hub-flash-init",
+        type=Path,
+        metavar="FILE",
+        help="the flash template of --hub-exe hubs (default: flash_init.bin beside the "
+        "executable); each hub gets a copy with its pallet image confirmed in slot 0",
+    )
     usb = parser.add_argument_group("USB rigs (slots on a simulated USB bus, docs/simulator.md)")
     which = usb.add_mutually_exclusive_group()
     which.add_argument(

@@ -1,15 +1,19 @@
 """A simulated Communications Hub: SMP server, flash slots and an MCUboot-like bootloader.
 
-The hub follows docs/hub-protocol.md. It is served on a byte stream (`serve(port)`): a reader
-task takes bytes from the port only as fast as the wire delivers them (`baud / 10` per second),
-decodes frames into at most `buf_count` receive buffers, and keeps receiving while a worker
-answers the buffered requests in order (programming flash takes time; that is what a pipelining
-host exploits). A writer task paces the responses the same way. A port that paces bytes itself
-(a simulated USB device, `sim.usb_device`) serves the hub with a `Wire` whose rate is None.
+The hub follows docs/hub-protocol.md, held to what Zephyr 3.4's MCUmgr SMP server and MCUboot
+do where that page leaves room (docs/simulator.md lists where). It is served on a byte stream
+(`serve(port)`): a reader task takes bytes from the port only as fast as the wire delivers them
+(`baud / 10` per second), decodes frames into at most `buf_count` receive buffers, and keeps
+receiving while a worker answers the buffered requests in order (programming flash takes time;
+that is what a pipelining host exploits). With console framing the bytes first go through
+Zephyr's UART line buffers (`sim.uart_rx`). A writer task paces the responses the same way. A
+port that paces bytes itself (a simulated USB device, `sim.usb_device`) serves the hub with a
+`Wire` whose rate is None.
 
-State that a real hub keeps in flash (`HubFlash`: slots, the unfinished upload, settings) survives
-`power_off()`; everything else (receive buffers, the unlock nonce, a half-sent response) is lost.
-Faults (`sim.faults.Faults`) are injected from a seeded generator, so a run can be repeated.
+State that a real hub keeps in flash (`HubFlash`: slots, settings, and the unfinished upload on
+a model with `upload_state="flash"`) survives `power_off()`; everything else (receive buffers,
+the unlock nonce, a half-sent response, an upload's state on a `"ram"` model) is lost. Faults
+(`sim.faults.Faults`) are injected from a seeded generator, so a run can be repeated.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import enum
 import hashlib
 import hmac
 import logging
+import math
 import random
 import secrets
 import struct
@@ -32,6 +37,7 @@ from smp import header as smpheader
 from smp import image_management as smpimg
 from smp import message as smpmsg
 from smp import os_management as smpos
+from smp import packet as smppacket
 from smp.exceptions import SMPException
 
 from drivers import jig_group
@@ -55,7 +61,9 @@ from sim.image_check import (
     zephyr_version,
 )
 from sim.pty_port import READ_CHUNK, Port
+from sim.slot_hub import HubState, HubStateWatch
 from sim.timing import Timing
+from sim.uart_rx import TICK_S, LineBuffers, TickPacer
 
 __all__ = ["HubFlash", "HubState", "SimHub", "SwapKind", "UploadRecord", "Wire", "framing_named"]
 
@@ -66,7 +74,7 @@ RX_SLICE_BYTES: Final = 64  # and fed to the decoder in slices this big: a frame
 TX_WRITE_S: Final = 0.005  # responses are written in pieces of this much wire time
 PACING_SLACK_S: Final = 0.005  # bytes within this of the previous ones follow them back to back
 RX_IDLE_RESET_S: Final = 0.5  # a partial frame older than this is dropped (raw framing resync)
-RESET_TX_TIMEOUT_S: Final = 2.0  # longest wait for the reset response to leave before resetting
+RESET_TX_TIMEOUT_S: Final = 2.0  # longest wait for the last response to leave before resetting
 SWAP_STEPS: Final = 10  # the swap proceeds (and is resumed) in this many steps
 _OS: Final = int(smpheader.GroupId.OS_MANAGEMENT)
 _IMG: Final = int(smpheader.GroupId.IMAGE_MANAGEMENT)
@@ -79,6 +87,34 @@ _JIG_CMD = jig_group.JigCommand
 _MGMT_ERR = smperr.MGMT_ERR
 _IMG_ERR = smpimg.IMG_MGMT_ERR
 _SMP_HEADER: Final = struct.Struct("!BBHHBB")
+_SMP_V1: Final = int(smpheader.Version.V1)  # the original protocol: errors are {rc} only
+# A console line counts only if it starts with one of these (mcumgr_serial_process_frag).
+_LINE_STARTS: Final = (smppacket.START_DELIMITER, smppacket.CONTINUE_DELIMITER)
+IMAGE_HEADER_SIZE: Final = 32  # MCUboot's struct image_header
+IMAGE_MAGIC: Final = struct.pack("<I", 0x96F3B83D)  # its ih_magic, little-endian
+IMAGE_HASH_SIZE: Final = 32  # IMAGE_HASH_LEN: a SHA256 TLV
+# Zephyr 3.4 answers a version-1 request's group error with the legacy MGMT_ERR code its group
+# translates it to: img_mgmt.c's img_mgmt_translate_error_code (any other image code is
+# EUNKNOWN) and the jig group's own (the Zephyr peer's app/jig_group).
+_V1_IMAGE_ERRORS: Final[dict[int, int]] = {
+    _IMG_ERR.NO_IMAGE: _MGMT_ERR.ENOENT,
+    _IMG_ERR.NO_TLVS: _MGMT_ERR.ENOENT,
+    _IMG_ERR.NO_FREE_SLOT: _MGMT_ERR.EBADSTATE,
+    _IMG_ERR.CURRENT_VERSION_IS_NEWER: _MGMT_ERR.EBADSTATE,
+    _IMG_ERR.IMAGE_ALREADY_PENDING: _MGMT_ERR.EBADSTATE,
+    _IMG_ERR.NO_FREE_MEMORY: _MGMT_ERR.ENOMEM,
+    _IMG_ERR.INVALID_SLOT: _MGMT_ERR.EINVAL,
+    _IMG_ERR.INVALID_PAGE_OFFSET: _MGMT_ERR.EINVAL,
+    _IMG_ERR.INVALID_OFFSET: _MGMT_ERR.EINVAL,
+    _IMG_ERR.INVALID_LENGTH: _MGMT_ERR.EINVAL,
+    _IMG_ERR.INVALID_IMAGE_HEADER: _MGMT_ERR.EINVAL,
+    _IMG_ERR.INVALID_HASH: _MGMT_ERR.EINVAL,
+    _IMG_ERR.INVALID_FLASH_ADDRESS: _MGMT_ERR.EINVAL,
+}
+_V1_JIG_ERRORS: Final[dict[int, int]] = {
+    jig_group.JigMgmtErr.BAD_MAC: _MGMT_ERR.EACCESSDENIED,
+    jig_group.JigMgmtErr.NO_CHALLENGE: _MGMT_ERR.EBADSTATE,
+}
 # Commands a locked hub refuses with EACCESSDENIED.
 _GUARDED: Final = frozenset(
     {
@@ -91,16 +127,6 @@ _GUARDED: Final = frozenset(
 _M = TypeVar("_M", bound=smpmsg.Request)
 
 
-class HubState(enum.StrEnum):
-    """What the hub is doing, as seen from the wire."""
-
-    OFF = "off"  # no power: silent
-    BOOTING = "booting"  # reset, bootloader (maybe swapping) and application start: silent
-    RUNNING = "running"  # the application answers SMP
-    HUNG = "hung"  # the application stopped answering until a power cycle
-    BRICKED = "bricked"  # never boots again
-
-
 class SwapKind(enum.StrEnum):
     TEST = "test"  # swap in the secondary image; revert at the next boot unless confirmed
     PERMANENT = "permanent"  # swap in the secondary image for good
@@ -109,7 +135,12 @@ class SwapKind(enum.StrEnum):
 
 @dataclass
 class UploadRecord:
-    """An upload into the secondary slot: its announced sha256 and length, and progress."""
+    """An upload into the secondary slot: its announced sha256 and length, and progress.
+
+    The bytes programmed are in flash; the rest is the upload's state, which Zephyr 3.4 keeps in
+    RAM (`g_img_mgmt_state`): a hub whose model has `upload_state="ram"` forgets the record at
+    every reset and power loss, so the next upload starts over from offset 0.
+    """
 
     sha: bytes | None
     length: int
@@ -124,12 +155,13 @@ class UploadRecord:
 
 @dataclass
 class HubFlash:
-    """Everything a hub keeps across power loss: slots, upload progress and settings."""
+    """Everything a hub keeps across power loss: slots, settings and (on a model that keeps it
+    in flash) the unfinished upload."""
 
     primary: FlashImage
     primary_confirmed: bool = True
     secondary: FlashImage | None = None
-    upload: UploadRecord | None = None
+    upload: UploadRecord | None = None  # lost at reset and power loss when upload_state="ram"
     pending: SwapKind | None = None  # TEST or PERMANENT, set by image state write
     revert_on_boot: bool = False  # the active image runs on test: revert it at the next boot
     swap: SwapKind | None = None  # a swap in progress (resumed at power-on)
@@ -181,7 +213,7 @@ class Wire:
 _Handler = Callable[[bytes, SmpHeaderFields], Awaitable[bytes]]
 
 
-class SimHub:
+class SimHub(HubStateWatch):
     """One simulated hub. Serve it on a port with `serve()`; power it with `power_on()`."""
 
     def __init__(
@@ -197,6 +229,7 @@ class SimHub:
         faults: Faults | None = None,
         locked: bool = True,
     ) -> None:
+        super().__init__()
         self.guid = guid
         self.model = model
         self.timing = timing or Timing()
@@ -220,13 +253,14 @@ class SimHub:
         self._wire = Wire(self.framing, self.timing.bytes_per_s)
 
         # RAM: lost at power off and reset.
-        self._state = HubState.OFF
-        self._activity = asyncio.Event()
         self._epoch = 0
         self._requests: asyncio.Queue[bytes] = asyncio.Queue()
         self._in_use = 0
         self._nonce: bytes | None = None
         self._reset_requested = False
+        # Console framing's UART line buffers (their contents are RAM, their counters are not:
+        # `line_rx.dropped_busy`, no free line buffer; `line_rx.dropped_long`, over 128 bytes).
+        self.line_rx = LineBuffers(count=self.timing.rx_buf_count)
 
         self._powered = False
         self._tg: asyncio.TaskGroup | None = None
@@ -253,7 +287,6 @@ class SimHub:
         self._handlers: dict[tuple[int, int, int], _Handler] = {
             (_OS, int(_OS_CMD.ECHO), _WRITE): self._echo,
             (_OS, int(_OS_CMD.RESET), _WRITE): self._reset,
-            (_OS, int(_OS_CMD.MCUMGR_PARAMETERS), _READ): self._mcumgr_params,
             (_IMG, int(_IMG_CMD.STATE), _READ): self._state_read,
             (_IMG, int(_IMG_CMD.STATE), _WRITE): self._state_write,
             (_IMG, int(_IMG_CMD.UPLOAD), _WRITE): self._upload,
@@ -262,38 +295,22 @@ class SimHub:
             (_JIG, int(_JIG_CMD.UNLOCK), _WRITE): self._unlock,
             (_JIG, int(_JIG_CMD.LOCK), _WRITE): self._lock,
         }
+        if self.timing.mcumgr_params:
+            # Without it the command does not exist: ENOTSUP, as Zephyr 3.4 answers when built
+            # without CONFIG_MCUMGR_GRP_OS_MCUMGR_PARAMS (its default).
+            self._handlers[(_OS, int(_OS_CMD.MCUMGR_PARAMETERS), _READ)] = self._mcumgr_params
         self._known_commands = {(g, c) for g, c, _op in self._handlers}
 
     # ---- power and serving ------------------------------------------------------------------
 
     @property
-    def state(self) -> HubState:
-        return self._state
-
-    @property
     def powered(self) -> bool:
         return self._powered
 
-    def _set_state(self, state: HubState) -> None:
-        if state is not self._state:
-            self._state = state
-            self._changed()
-
-    def _changed(self) -> None:
-        """Wake whoever waits in `wait_until`: the state or a counter changed."""
-        self._activity.set()
-        self._activity = asyncio.Event()
-
-    async def wait_until(self, predicate: Callable[[], bool], *, timeout_s: float) -> None:
-        """Wait until `predicate()` holds, checked whenever the state changes, a frame arrives
-        or a chunk is written; TimeoutError after `timeout_s`."""
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                await self._activity.wait()
-
-    async def wait_for_state(self, *states: HubState, timeout_s: float) -> None:
-        """Wait until the hub is in one of `states`; TimeoutError after `timeout_s`."""
-        await self.wait_until(lambda: self._state in states, timeout_s=timeout_s)
+    @property
+    def lines_dropped(self) -> int:
+        """Console lines the UART receiver dropped (no free line buffer, or too long)."""
+        return self.line_rx.dropped
 
     async def serve(self, port: Port, wire: Wire | None = None) -> None:
         """Be connected to `port` until cancelled. Flash state stays with the hub.
@@ -308,11 +325,12 @@ class SimHub:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 framing, rate = self._wire.framing, self._wire.bytes_per_s
-                receiver = (
-                    self._rx_loop(port, framing, rate)
-                    if rate is not None
-                    else self._rx_unpaced_loop(port, framing)
-                )
+                if framing.name == "console":
+                    receiver = self._rx_lines_loop(port, framing, self._rx_bytes_per_tick(rate))
+                elif rate is not None:
+                    receiver = self._rx_loop(port, framing, rate)
+                else:
+                    receiver = self._rx_unpaced_loop(port, framing)
                 tg.create_task(receiver, name=f"{self.name} rx")
                 tg.create_task(self._tx_loop(port), name=f"{self.name} tx")
                 if self._powered:
@@ -358,12 +376,17 @@ class SimHub:
         self._set_state(HubState.OFF)
 
     def _new_epoch(self) -> None:
-        """Forget everything held in RAM: buffers, nonce, responses not yet sent."""
+        """Forget everything held in RAM: buffers, nonce, responses not yet sent, and the
+        upload's state on a model that keeps it in RAM."""
         self._epoch += 1
         self._requests = asyncio.Queue()
         self._in_use = 0
         self._nonce = None
         self._reset_requested = False
+        self.line_rx.clear()
+        if self.timing.upload_state == "ram" and self.flash.upload is not None:
+            _LOGGER.debug("%s: upload state lost with RAM", self.name)
+            self.flash.upload = None
 
     def _brownout(self, where: str) -> None:
         self.power_losses += 1
@@ -517,6 +540,66 @@ class SimHub:
             for frame in decoder.feed(data):
                 self._accept(frame)
 
+    def _rx_bytes_per_tick(self, rate: float | None) -> float:
+        """The console UART's read budget per tick: the model's, else the wire's (0: unpaced)."""
+        if rate is None:
+            return 0.0  # the port paces the bytes itself
+        if self.timing.rx_bytes_per_tick is not None:
+            return self.timing.rx_bytes_per_tick
+        return rate * TICK_S
+
+    async def _rx_lines_loop(self, port: Port, framing: Framing, per_tick: float) -> None:
+        """Console framing: bytes read per 1 ms tick into Zephyr's line buffers (`sim.uart_rx`).
+
+        Each read from the port is cut into the ticks that read it (`per_tick` bytes each, or
+        all at once when 0). Lines dropped for want of a buffer are decided on that virtual
+        clock; complete lines that start with a packet delimiter go to the decoder (any other
+        line, such as a real line after stray bytes, is ignored), and a frame is handed on once
+        the tick that completed it is over. A partial line keeps its buffer however long the
+        line stays idle, as in Zephyr.
+        """
+        loop = asyncio.get_running_loop()
+        pacer = TickPacer(per_tick)
+        read_bytes = (
+            READ_CHUNK if per_tick <= 0 else max(RX_SLICE_BYTES, int(per_tick * RX_READ_S / TICK_S))
+        )
+        lines = self.line_rx
+        decoder: FrameDecoder | None = None
+        decoder_epoch = -1
+        while True:
+            data = await self._read(port, read_bytes, None)
+            if data is None or not (taken := self._decoding(data, framing, decoder, decoder_epoch)):
+                continue
+            decoder, decoder_epoch = taken
+            arrival = math.floor(loop.time() / TICK_S) + 1  # read at the next tick
+            offset = 0
+            for tick, piece in pacer.split(data, arrival):
+                offset += len(piece)
+                self.bytes_received += len(piece)
+                dropped = lines.dropped
+                frames = [
+                    frame
+                    for line in lines.feed(piece, tick)
+                    if line[:2] in _LINE_STARTS  # else ignored whole, as Zephyr does
+                    for frame in decoder.feed(line)
+                ]
+                if lines.dropped != dropped:
+                    _LOGGER.debug("%s: console line dropped (%d so far)", self.name, lines.dropped)
+                    self._changed()
+                if not frames:
+                    continue
+                processed = tick * TICK_S  # the lines read in a tick are processed right after it
+                if processed > loop.time():
+                    await asyncio.sleep(processed - loop.time())
+                if self._state is not HubState.RUNNING or decoder_epoch != self._epoch:
+                    self.bytes_discarded += len(data) - offset
+                    break
+                for frame in frames:
+                    self._accept(frame)
+            read_until = pacer.end_tick * TICK_S
+            if read_until > loop.time():
+                await asyncio.sleep(read_until - loop.time())
+
     async def _read(self, port: Port, size: int, decoder: FrameDecoder | None) -> bytes | None:
         """Up to `size` bytes from the port; None after RX_IDLE_RESET_S of silence, when a
         partial frame in `decoder` is dropped (a real UART driver's idle line reset)."""
@@ -599,40 +682,71 @@ class SimHub:
     # ---- application ----------------------------------------------------------------------------
 
     async def _run_application(self) -> bool:
-        """Answer requests in order. Return True when reset, False when hung (injected)."""
+        """Answer requests in order. Return True when reset, False when hung (injected).
+
+        An answered reset takes effect `reset_delay_s` later, and each reset restarts that
+        delay, as Zephyr's os_mgmt (re)starts its CONFIG_MCUMGR_GRP_OS_RESET_MS timer; until
+        then the hub answers as before, as the old firmware. Work in progress when the delay
+        ends is abandoned (a chunk being programmed is not written).
+        """
+        loop = asyncio.get_running_loop()
         requests, epoch = self._requests, self._epoch
-        while True:
-            frame = await requests.get()
-            try:
-                reply = await self.handle_request(frame)
-            finally:
-                if epoch == self._epoch:
-                    self._in_use -= 1
-            self.requests_handled += 1
-            if reply is None:
-                continue
-            if self._reset_requested:
-                sent = asyncio.get_running_loop().create_future()
-                self._transmit(reply, sent)
-                wire_s = len(reply) * 3 / self.timing.bytes_per_s  # console framing at most 3x
-                try:
-                    async with asyncio.timeout(wire_s + RESET_TX_TIMEOUT_S):
-                        await sent
-                except TimeoutError:
-                    _LOGGER.debug("%s: reset response not taken by the host", self.name)
-                if self.faults.bricked_after_reset:
-                    self.flash.bricked = True
-                _LOGGER.info("%s: resetting", self.name)
-                return True
-            self._transmit(reply)
-            hang_after = self.faults.hang_after_requests
-            if (
-                hang_after is not None
-                and "hang" not in self._fired
-                and self.requests_handled >= hang_after
-            ):
-                self._fired.add("hang")
-                return False
+        last_sent: asyncio.Future[None] | None = None  # the latest response, once a reset is due
+        last_size = 0
+        try:
+            async with asyncio.timeout(None) as reset_timer:
+                while True:
+                    frame = await requests.get()
+                    try:
+                        reply = await self.handle_request(frame)
+                    finally:
+                        if epoch == self._epoch:
+                            self._in_use -= 1
+                    self.requests_handled += 1
+                    if reply is None:
+                        continue
+                    if self._reset_requested or last_sent is not None:
+                        last_sent, last_size = loop.create_future(), len(reply)
+                    self._transmit(reply, last_sent)
+                    if self._reset_requested:
+                        self._reset_requested = False
+                        reset_timer.reschedule(loop.time() + self.timing.reset_delay_s)
+                        _LOGGER.info(
+                            "%s: resetting in %.3f s", self.name, self.timing.reset_delay_s
+                        )
+                    if self._hangs_now():
+                        if last_sent is None:
+                            return False
+                        await loop.create_future()  # hung, but the reset due still comes
+        except TimeoutError:
+            if not reset_timer.expired():
+                raise
+        if last_sent is not None:
+            await self._sent_before_reset(last_sent, last_size)
+        if self.faults.bricked_after_reset:
+            self.flash.bricked = True
+        _LOGGER.info("%s: reset", self.name)
+        return True
+
+    async def _sent_before_reset(self, sent: asyncio.Future[None], size: int) -> None:
+        """Let the last response (of `size` bytes) leave: Zephyr sends a response before it
+        takes the next request or reboots."""
+        if sent.done():
+            return
+        wire_s = size * 3 / self.timing.bytes_per_s  # console framing at most 3x
+        try:
+            async with asyncio.timeout(wire_s + RESET_TX_TIMEOUT_S):
+                await sent
+        except TimeoutError:
+            _LOGGER.debug("%s: last response not taken by the host", self.name)
+
+    def _hangs_now(self) -> bool:
+        """Whether the injected hang fires after the request just answered (once)."""
+        hang_after = self.faults.hang_after_requests
+        if hang_after is None or "hang" in self._fired or self.requests_handled < hang_after:
+            return False
+        self._fired.add("hang")
+        return True
 
     async def handle_request(self, frame: bytes) -> bytes | None:
         """Answer one request frame as the application does (None: no answer is possible)."""
@@ -684,6 +798,14 @@ class SimHub:
             return packed + body
         return encode_error(head, int(rc), group_rc=group_rc, reason=reason)
 
+    def _group_error(self, fields: SmpHeaderFields, rc: int) -> bytes:
+        """A group error: `{err: {group, rc}}` to a version-2 request; to a version-1 request
+        the MGMT_ERR code its group translates it to, as Zephyr 3.4 answers."""
+        if fields.version != _SMP_V1:
+            return self._error(fields, rc, group_rc=True)
+        table = _V1_IMAGE_ERRORS if fields.group_id == _IMG else _V1_JIG_ERRORS
+        return self._error(fields, table.get(rc, _MGMT_ERR.EUNKNOWN))
+
     @staticmethod
     def _parse(model: type[_M], frame: bytes) -> _M:
         try:
@@ -724,66 +846,114 @@ class SimHub:
 
     # ---- image group --------------------------------------------------------------------------
 
+    @staticmethod
+    def _image_state(
+        image: FlashImage | None, slot: int, **flags: bool
+    ) -> smpimg.ImageState | None:
+        """A slot's entry: its version and MCUboot hash (the SHA256 TLV), as img_mgmt reads
+        them from the image header and TLVs; None (not listed) without a hash TLV."""
+        if image is None or image.tlv_hash is None:
+            return None
+        return smpimg.ImageState(
+            slot=slot,
+            version=zephyr_version(image.version),
+            hash=image.tlv_hash,
+            bootable=True,
+            **flags,
+        )
+
     def _image_states(self) -> list[smpimg.ImageState]:
         flash = self.flash
-        primary = flash.primary
         states = [
-            smpimg.ImageState(
-                slot=0,
-                version=zephyr_version(primary.version),
-                hash=primary.sha256,
-                bootable=True,
+            self._image_state(
+                flash.primary,
+                0,
                 pending=False,
                 confirmed=flash.primary_confirmed,
                 active=True,
                 permanent=False,
-            )
+            ),
+            self._image_state(
+                flash.secondary,
+                1,
+                pending=flash.pending is not None,
+                confirmed=flash.revert_on_boot,  # the fallback of an image on test
+                active=False,
+                permanent=flash.pending is SwapKind.PERMANENT,
+            ),
         ]
-        if flash.secondary is not None:
-            states.append(
-                smpimg.ImageState(
-                    slot=1,
-                    version=zephyr_version(flash.secondary.version),
-                    hash=flash.secondary.sha256,
-                    bootable=True,
-                    pending=flash.pending is not None,
-                    confirmed=flash.revert_on_boot,  # the fallback of an image on test
-                    active=False,
-                    permanent=flash.pending is SwapKind.PERMANENT,
-                )
-            )
-        return states
+        return [state for state in states if state is not None]
 
     async def _state_read(self, frame: bytes, fields: SmpHeaderFields) -> bytes:
         request = self._parse(smpimg.ImageStatesReadRequest, frame)
-        return self._reply(request, smpimg.ImageStatesReadResponse, images=self._image_states())
+        return self._reply(
+            request, smpimg.ImageStatesReadResponse, images=self._image_states(), splitStatus=0
+        )
 
-    @staticmethod
-    def _names(image: FlashImage | None, digest: bytes | None) -> bool:
-        """Whether `digest` names `image`: its sha256, or MCUboot's hash TLV as tools send."""
-        return image is not None and digest is not None and digest in (image.sha256, image.tlv_hash)
+    def _slot_of(self, digest: bytes) -> int | None:
+        """The slot whose image's SHA256 TLV is `digest` (slot 0 first), as
+        img_mgmt_find_by_hash; None when no slot holds it."""
+        for slot, image in enumerate((self.flash.primary, self.flash.secondary)):
+            if image is not None and image.tlv_hash == digest:
+                return slot
+        return None
+
+    def _next_boot(self) -> tuple[int, str]:
+        """img_mgmt_get_next_boot_slot: the slot the next boot runs, and how ("normal",
+        "test" or "revert")."""
+        flash = self.flash
+        if flash.revert_on_boot:
+            return 1, "revert"
+        if flash.pending is SwapKind.TEST:
+            return 1, "test"
+        if flash.pending is SwapKind.PERMANENT:
+            return 1, "normal"
+        return 0, "normal"
+
+    def _set_next_boot_refusal(self, slot: int, confirm: bool) -> int | None:
+        """img_mgmt_set_next_boot_slot's checks (slot 0 is the active one): the image error
+        code, 0 when there is nothing to do, None when the write goes ahead."""
+        if not confirm and slot == 0:
+            return int(_IMG_ERR.IMAGE_SETTING_TEST_TO_ACTIVE_DENIED)
+        next_slot, kind = self._next_boot()
+        if slot == next_slot and confirm == (kind != "test"):
+            return 0  # already so: test the slot on test, confirm the slot that boots next
+        already_pending = (
+            kind == "test"
+            or (kind == "normal" and next_slot != 0)  # a permanent swap is already due
+            or (kind == "revert" and not confirm)
+        )
+        return int(_IMG_ERR.IMAGE_ALREADY_PENDING) if already_pending else None
 
     async def _state_write(self, frame: bytes, fields: SmpHeaderFields) -> bytes:
+        """img_mgmt_state_write: the slot named by its image's SHA256 TLV (no hash with
+        confirm: the active slot) is marked for test or permanent swap, or confirmed."""
         request = self._parse(smpimg.ImageStatesWriteRequest, frame)
         flash = self.flash
-        if request.confirm:
-            if request.hash is None or self._names(flash.primary, request.hash):
+        confirm = bool(request.confirm)
+        slot: int | None
+        if not request.hash:
+            if not confirm:
+                return self._group_error(fields, _IMG_ERR.INVALID_HASH)  # test needs a hash
+            slot = 0
+        elif len(request.hash) != IMAGE_HASH_SIZE:
+            return self._group_error(fields, _IMG_ERR.INVALID_HASH)
+        elif (slot := self._slot_of(request.hash)) is None:
+            # The image's sha256 is not its hash: only the SHA256 TLV names an image.
+            return self._group_error(fields, _IMG_ERR.HASH_NOT_FOUND)
+        refusal = self._set_next_boot_refusal(slot, confirm)
+        if refusal:
+            return self._group_error(fields, refusal)
+        if refusal is None:
+            if slot == 0:
                 flash.primary_confirmed = True
                 flash.revert_on_boot = False
-            elif self._names(flash.secondary, request.hash):
-                flash.pending = SwapKind.PERMANENT
             else:
-                return self._error(fields, _MGMT_ERR.EBADSTATE, reason="no such image")
-        elif request.hash is None:
-            return self._error(fields, _MGMT_ERR.EINVAL, reason="hash required to test")
-        elif self._names(flash.secondary, request.hash):
-            flash.pending = SwapKind.TEST
-        elif self._names(flash.primary, request.hash):
-            return self._error(fields, _IMG_ERR.IMAGE_SETTING_TEST_TO_ACTIVE_DENIED, group_rc=True)
-        else:
-            return self._error(fields, _MGMT_ERR.EBADSTATE, reason="no such image")
+                flash.pending = SwapKind.PERMANENT if confirm else SwapKind.TEST
         _LOGGER.debug("%s: image state written: pending %s", self.name, flash.pending)
-        return self._reply(request, smpimg.ImageStatesWriteResponse, images=self._image_states())
+        return self._reply(
+            request, smpimg.ImageStatesWriteResponse, images=self._image_states(), splitStatus=0
+        )
 
     def _flash_cost_s(self, upload: UploadRecord, offset: int, size: int) -> float:
         """Erase time of sectors touched for the first time plus program time of pages."""
@@ -798,70 +968,84 @@ class SimHub:
         return cost * self.faults.slow_flash_factor
 
     async def _upload(self, frame: bytes, fields: SmpHeaderFields) -> bytes:
+        """img_mgmt_upload: offset 0 starts (or resumes) an upload into the secondary slot,
+        the next chunks continue it; the last answer is `{off}` alone, as Zephyr 3.4 built
+        without CONFIG_IMG_ENABLE_IMAGE_CHECK answers."""
         request = self._parse(smpimg.ImageUploadWriteRequest, frame)
         flash = self.flash
-        early = self._upload_refusal(request, fields)
-        if early is None and request.off == 0:
-            early = self._upload_start(request)
-        if early is not None:
-            return early
+        if request.off == 0:
+            early = self._upload_start(request, fields)
+            if early is not None:
+                return early
         record = flash.upload
         if record is None or request.off != record.offset:
             expected = 0 if record is None else record.offset
             return self._reply(request, smpimg.ImageUploadWriteResponse, off=expected)
         if record.offset + len(request.data) > record.length:
-            return self._error(fields, _IMG_ERR.INVALID_IMAGE_DATA_OVERRUN, group_rc=True)
+            return self._upload_refused(fields, _IMG_ERR.INVALID_IMAGE_DATA_OVERRUN)
         await self._program(record, request.data)
         if not record.complete:
             return self._reply(request, smpimg.ImageUploadWriteResponse, off=record.offset)
+        # As Zephyr 3.4 (no CONFIG_IMG_ENABLE_IMAGE_CHECK): the announced sha only names the
+        # upload for resume; a damaged image is the bootloader's to refuse.
         image = await asyncio.to_thread(inspect_image, bytes(record.data))
-        if record.sha is not None and image.sha256 != record.sha:
-            _LOGGER.info("%s: uploaded image does not match its sha: forgotten", self.name)
-            flash.upload = None
-            return self._error(fields, _IMG_ERR.INVALID_HASH, group_rc=True)
         flash.secondary = image
         _LOGGER.info("%s: upload of %s complete", self.name, image.version)
-        return self._reply(
-            request,
-            smpimg.ImageUploadWriteResponse,
-            off=record.offset,
-            match=True if record.sha is not None else None,
-        )
+        return self._reply(request, smpimg.ImageUploadWriteResponse, off=record.offset)
 
-    def _upload_refusal(
+    def _upload_refused(self, fields: SmpHeaderFields, rc: int) -> bytes:
+        """An upload request refused by img_mgmt_upload_inspect: Zephyr forgets the upload
+        in progress (img_mgmt_reset_upload) and answers the image error."""
+        self.flash.upload = None
+        return self._group_error(fields, rc)
+
+    def _upload_start(
         self, request: smpimg.ImageUploadWriteRequest, fields: SmpHeaderFields
     ) -> bytes | None:
-        """The error answer to an upload the secondary slot cannot take, else None."""
+        """Offset 0, checked in img_mgmt_upload_inspect's order: the answer to a refused
+        request, or to a resumed upload (the same `sha` as the upload in progress: its offset,
+        nothing written); None when a new upload starts (write the chunk)."""
+        flash = self.flash
         if request.image not in (None, 0):
             return self._error(fields, _MGMT_ERR.EINVAL, reason="only image 0")
-        if self.flash.revert_on_boot:
-            # The secondary slot holds the fallback of the image on test: not free.
-            return self._error(fields, _IMG_ERR.NO_FREE_SLOT, group_rc=True)
-        if request.off == 0 and (request.len is None or request.len <= 0):
-            return self._error(fields, _MGMT_ERR.EINVAL, reason="len required at offset 0")
-        if request.off == 0 and request.len is not None and request.len > self.timing.slot_size:
-            return self._error(fields, _IMG_ERR.INVALID_IMAGE_TOO_LARGE, group_rc=True)
-        return None
-
-    def _upload_start(self, request: smpimg.ImageUploadWriteRequest) -> bytes | None:
-        """Offset 0: resume the unfinished upload of the same image (returns the answer, with
-        nothing written), or start a new one (returns None: write the chunk)."""
-        flash = self.flash
-        length = request.len or 0
+        refusal = self._header_refusal(request)
+        if refusal is not None:
+            return self._upload_refused(fields, refusal)
+        sha = request.sha or None
         record = flash.upload
-        if (
-            record is not None
-            and not record.complete
-            and record.offset > 0
-            and request.sha is not None
-            and record.sha == request.sha
-            and record.length == length
-        ):
+        if sha is not None and record is not None and not record.complete and record.sha == sha:
             _LOGGER.info("%s: upload resumes at %d", self.name, record.offset)
             return self._reply(request, smpimg.ImageUploadWriteResponse, off=record.offset)
-        flash.upload = UploadRecord(sha=request.sha, length=length)
+        refusal = self._slot_refusal(request)
+        if refusal is not None:
+            return self._upload_refused(fields, refusal)
+        flash.upload = UploadRecord(sha=sha, length=request.len or 0)
         flash.secondary = None
-        flash.pending = None
+        return None
+
+    @staticmethod
+    def _header_refusal(request: smpimg.ImageUploadWriteRequest) -> int | None:
+        """What Zephyr refuses in a first chunk itself: too short to hold the MCUboot image
+        header, no `len`, not MCUboot's magic, a `sha` over 32 bytes."""
+        if len(request.data) < IMAGE_HEADER_SIZE:
+            return int(_IMG_ERR.INVALID_IMAGE_HEADER)
+        if request.len is None:
+            return int(_IMG_ERR.INVALID_LENGTH)
+        if request.data[: len(IMAGE_MAGIC)] != IMAGE_MAGIC:
+            return int(_IMG_ERR.INVALID_IMAGE_HEADER_MAGIC)
+        if request.sha is not None and len(request.sha) > IMAGE_HASH_SIZE:
+            return int(_IMG_ERR.INVALID_HASH)
+        return None
+
+    def _slot_refusal(self, request: smpimg.ImageUploadWriteRequest) -> int | None:
+        """Why a new upload has no slot: the secondary slot is in use, or too small."""
+        flash = self.flash
+        if flash.revert_on_boot or flash.pending is not None:
+            # The secondary slot holds the fallback of the image on test, or the image the
+            # next boot swaps in: img_mgmt_slot_in_use, so no slot to upload to.
+            return int(_IMG_ERR.NO_FREE_SLOT)
+        if (request.len or 0) > self.timing.slot_size:
+            return int(_IMG_ERR.INVALID_IMAGE_TOO_LARGE)
         return None
 
     async def _program(self, record: UploadRecord, data: bytes) -> None:
@@ -913,11 +1097,11 @@ class SimHub:
         request = self._parse(jig_group.UnlockWriteRequest, frame)
         nonce, self._nonce = self._nonce, None  # a nonce is good for one unlock write
         if nonce is None:
-            return self._error(fields, jig_group.JigMgmtErr.NO_CHALLENGE, group_rc=True)
+            return self._group_error(fields, jig_group.JigMgmtErr.NO_CHALLENGE)
         expected = jig_group.unlock_mac(self._device_key, nonce, self.guid.to_bytes())
         if not hmac.compare_digest(expected, request.mac):
             _LOGGER.info("%s: unlock refused: bad MAC", self.name)
-            return self._error(fields, jig_group.JigMgmtErr.BAD_MAC, group_rc=True)
+            return self._group_error(fields, jig_group.JigMgmtErr.BAD_MAC)
         self.flash.unlocked = True
         _LOGGER.info("%s: unlocked", self.name)
         return self._reply(request, jig_group.UnlockWriteResponse)
@@ -939,12 +1123,19 @@ class SimHub:
             "model": str(self.model),
             "active_version": str(version) if version is not None else None,
             "active_sha256": flash.primary.sha256.hex(),
+            "active_image_hash": _hex(flash.primary.tlv_hash),
             "confirmed": flash.primary_confirmed,
             "locked": not flash.unlocked,
             "bricked": flash.bricked,
             "pending": flash.pending is not None,
             "secondary_sha256": flash.secondary.sha256.hex() if flash.secondary else None,
+            "secondary_image_hash": _hex(flash.secondary.tlv_hash) if flash.secondary else None,
             "swap_in_progress": flash.swap is not None,
             "state": str(self._state),
             "faults": self.faults.names(),
+            "rx_lines_dropped": self.lines_dropped,
         }
+
+
+def _hex(digest: bytes | None) -> str | None:
+    return digest.hex() if digest is not None else None

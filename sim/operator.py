@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from jigd.model import LedColour
-from sim.hub import SimHub
 from sim.rig import Rig, SimSlot
+from sim.slot_hub import SlotHub
 
 __all__ = ["Operator", "Placement"]
 
@@ -42,15 +42,15 @@ class Operator:
     def __init__(
         self,
         rigs: Sequence[Rig],
-        pallet: Iterable[SimHub],
+        pallet: Iterable[SlotHub],
         *,
         handling_s: float = DEFAULT_HANDLING_S,
     ) -> None:
         self.rigs = list(rigs)
-        self.pallet: deque[SimHub] = deque(pallet)
+        self.pallet: deque[SlotHub] = deque(pallet)
         self.handling_s = handling_s
-        self.placed: dict[SimHub, Placement] = {}
-        self.removed: list[SimHub] = []
+        self.placed: dict[SlotHub, Placement] = {}
+        self.removed: list[SlotHub] = []
         self._changed = asyncio.Event()
         for rig in self.rigs:
             rig.listeners.append(self._changed.set)

@@ -31,6 +31,7 @@ from typing import Any, Final, Self
 from jigd.model import LedColour
 from sim.hub import SimHub
 from sim.pty_port import PortClosedError, PtyPort
+from sim.slot_hub import SlotHub
 from sim.usb_bus import UsbBus
 from sim.usb_device import SimUsbDevice
 
@@ -49,7 +50,7 @@ class SimSlot:
     rig: int
     number: int
     port: PtyPort | SimUsbDevice
-    hub: SimHub | None = None
+    hub: SlotHub | None = None
     supply_on: bool = True
     led: LedColour = LedColour.OFF
     led_changes: int = 0  # counts LED commands, so an observer can tell a new one
@@ -179,7 +180,7 @@ class Rig:
 
     # ---- hubs going in and out ----------------------------------------------------------------
 
-    def insert(self, number: int, hub: SimHub) -> None:
+    def insert(self, number: int, hub: SlotHub) -> None:
         """Put `hub` in slot `number`: it is powered and the controller says EVT INSERT."""
         slot = self.slot(number)
         if slot.hub is not None:
@@ -188,7 +189,7 @@ class Rig:
         slot.supply_on = True
         hub.on_power_lost = lambda: self._supply_lost(slot)
         if isinstance(slot.port, SimUsbDevice):
-            slot.port.bind(hub)
+            slot.port.bind(_usb_hub(slot, hub))
         if self.present:
             self._serve(slot)
             hub.power_on()
@@ -196,7 +197,7 @@ class Rig:
         _LOGGER.info("%s: %s inserted", slot.name, hub.name)
         self._notify()
 
-    async def remove(self, number: int) -> SimHub:
+    async def remove(self, number: int) -> SlotHub:
         """Take the hub out of slot `number`; its LED goes off, the controller says EVT REMOVE."""
         slot = self.slot(number)
         hub = slot.hub
@@ -221,8 +222,12 @@ class Rig:
     def _serve(self, slot: SimSlot) -> None:
         assert slot.hub is not None  # internal invariant
         port = slot.port
-        wire = port.wire_for(slot.hub) if isinstance(port, SimUsbDevice) else None
-        slot.serve_task = self._spawn(slot.hub.serve(port, wire), f"{slot.name} {slot.hub.name}")
+        if isinstance(port, SimUsbDevice):
+            hub = _usb_hub(slot, slot.hub)
+            serving = hub.serve(port, port.wire_for(hub))
+        else:
+            serving = slot.hub.serve(port)
+        slot.serve_task = self._spawn(serving, f"{slot.name} {slot.hub.name}")
 
     def _supply_lost(self, slot: SimSlot) -> None:
         slot.supply_on = False
@@ -340,6 +345,13 @@ class Rig:
         if exc is not None and not isinstance(exc, PortClosedError):
             self.errors.append(exc)
             _LOGGER.error("rig %d: %s failed", self.number, task.get_name(), exc_info=exc)
+
+
+def _usb_hub(slot: SimSlot, hub: SlotHub) -> SimHub:
+    """The hub of a USB slot: only a simulated hub has a USB function."""
+    if not isinstance(hub, SimHub):
+        raise TypeError(f"{slot.name} is a USB slot; {hub.name} can only be served on a pty")
+    return hub
 
 
 class Station:

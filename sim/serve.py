@@ -7,6 +7,10 @@ served on a Unix socket, `sim.usb_bus`). With USB rigs, `<dir>/usb.json` says ho
      "vendor_id": 12259, "product_id": 256,
      "slots": [{"rig": 2, "slot": 1, "port": "1-2.1"}, ...]}
 
+With `hub_exe` (`--hub-exe`), every hub is a Zephyr native_sim executable in its own process on
+its own flash file `<dir>/hubs/<GUID>.bin` (`sim.exe_hub`), behind its slot's pty, with MCUboot's
+boot step (`sim.bootloader`) at each power-on and reset; its ground truth is read from its flash.
+
 Ground truth (every hub of the pallet: in a slot, pulled out, or never inserted) is written as
 JSON on exit and on SIGUSR1, atomically (a temporary file renamed over the old one):
 
@@ -28,6 +32,7 @@ import os
 import signal
 import sys
 import tomllib
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +45,8 @@ from pydantic import ValidationError
 
 from drivers.framing import FramingName
 from jigd.model import DeviceModel, FirmwareVersion
+from sim.bootloader import MAX_IMAGE_SIZE
+from sim.exe_hub import ExeHub, prepare_flash
 from sim.faults import FaultProfile, assign_faults
 from sim.harness import image_key_of
 from sim.hub import SimHub
@@ -48,6 +55,7 @@ from sim.images import MASTER_KEYS_FILE, ManufacturerKeys, make_manufacturer_key
 from sim.operator import DEFAULT_HANDLING_S, Operator
 from sim.pallet import Pallet
 from sim.rig import Station
+from sim.slot_hub import SlotHub
 from sim.timing import Timing
 from sim.usb_bus import UsbBus
 from sim.usb_device import SIM_USB_PRODUCT_ID, SIM_USB_VENDOR_ID
@@ -60,7 +68,9 @@ __all__ = [
     "ServeOptions",
     "TimingFileError",
     "TimingTable",
+    "build_exe_hubs",
     "build_hubs",
+    "check_exe_options",
     "ground_truth",
     "load_keys",
     "load_timing_table",
@@ -78,6 +88,8 @@ USB_SOCKET_FILE: Final = "usb.sock"
 TRANSPORT_CHOICES: Final = ("serial", "usb", "mixed")
 DEFAULT_SERVE_IMAGE_SIZE: Final = 64 * 1024
 SHUTDOWN_TIMEOUT_S: Final = 10.0
+EXE_HUBS_DIR: Final = "hubs"  # <dir>/hubs/<GUID>.bin: the flash files of --hub-exe hubs
+EXE_FLASH_TEMPLATE: Final = "flash_init.bin"  # looked for beside the executable
 
 
 class TimingFileError(ValueError):
@@ -207,8 +219,75 @@ def build_hubs(
     return hubs
 
 
+def check_exe_options(options: ServeOptions) -> Path:
+    """What `--hub-exe` needs: serial slots, console framing, images that fit slot 0, the
+    executable and its flash template. Returns the template; ValueError naming the problem."""
+    exe = options.hub_exe
+    if exe is None:
+        raise ValueError("no --hub-exe given")
+    if options.usb_rigs:
+        raise ValueError(
+            "--hub-exe: Zephyr hubs are served on serial slots only; drop --transport usb/mixed "
+            "and --usb-rigs"
+        )
+    if options.framing != "console":
+        raise ValueError(
+            "--hub-exe: Zephyr's UART SMP transport uses console framing; use --framing console"
+        )
+    if options.image_size > MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"--hub-exe: --image-size {options.image_size} does not fit slot 0 "
+            f"({MAX_IMAGE_SIZE} bytes at most beside MCUboot's trailer)"
+        )
+    if not exe.is_file() or not os.access(exe, os.X_OK):
+        raise ValueError(f"--hub-exe {exe}: not an executable file")
+    template = options.hub_flash_init or exe.parent / EXE_FLASH_TEMPLATE
+    if not template.is_file():
+        raise ValueError(
+            f"{template}: no flash template for --hub-exe hubs; give --hub-flash-init FILE "
+            f"(the peers' {EXE_FLASH_TEMPLATE})"
+        )
+    return template
+
+
+def build_exe_hubs(
+    pallet: Pallet,
+    keys: dict[int, ManufacturerKeys],
+    options: ServeOptions,
+    template: Path,
+) -> list[ExeHub]:
+    """One ExeHub per pallet hub, each on a fresh flash file (`template` with the hub's
+    `make_signed_image(keys, model, version, image_size, seed)` confirmed in slot 0).
+
+    Blocking (files): run it in a worker thread.
+    """
+    assert options.hub_exe is not None  # internal invariant: checked by check_exe_options
+    images: dict[tuple[DeviceModel, FirmwareVersion], bytes] = {}
+    hubs = []
+    for entry in pallet.hubs:
+        mfr_keys = keys[entry.model.manufacturer]
+        image_id = (entry.model, entry.firmware_version)
+        if image_id not in images:
+            images[image_id] = make_signed_image(
+                mfr_keys, entry.model, entry.firmware_version, options.image_size, options.seed
+            )
+        flash = options.directory / EXE_HUBS_DIR / f"{entry.guid.to_bytes().hex().upper()}.bin"
+        prepare_flash(flash, template, images[image_id])
+        hubs.append(
+            ExeHub(
+                guid=entry.guid,
+                model=entry.model,
+                exe=options.hub_exe.resolve(),
+                flash=flash.resolve(),
+                master_key=mfr_keys.master_key,
+                image_key=image_key_of(mfr_keys),
+            )
+        )
+    return hubs
+
+
 def ground_truth(
-    pallet: Pallet, hubs: list[SimHub], station: Station, operator: Operator | None
+    pallet: Pallet, hubs: Sequence[SlotHub], station: Station, operator: Operator | None
 ) -> dict[str, object]:
     """Each pallet hub's real state and where it is."""
     where: dict[int, dict[str, object]] = {}
@@ -265,6 +344,8 @@ class ServeOptions:
     usb_socket: Path | None = None  # default <directory>/usb.sock
     usb_vendor_id: int = SIM_USB_VENDOR_ID
     usb_product_id: int = SIM_USB_PRODUCT_ID
+    hub_exe: Path | None = None  # every hub runs this Zephyr native_sim executable
+    hub_flash_init: Path | None = None  # its flash template; default flash_init.bin beside it
 
 
 def usb_rigs_for(transport: str, rigs: int) -> frozenset[int]:
@@ -323,6 +404,12 @@ def _announce(options: ServeOptions, hubs: int, bus: UsbBus | None, station: Sta
         f"{options.directory}, {hubs} hub(s) on the pallet",
         flush=True,
     )
+    if options.hub_exe is not None:
+        print(
+            f"jigsim: hubs run {options.hub_exe} (flash files under "
+            f"{options.directory / EXE_HUBS_DIR}); no faults are injected",
+            flush=True,
+        )
     if bus is None:
         return
     print(
@@ -346,6 +433,27 @@ def _apply_profile(pallet: Pallet, profile: FaultProfile | None) -> Pallet:
     return pallet.model_copy(update={"hubs": hubs, "fault_profile": profile})
 
 
+async def _build(
+    options: ServeOptions, pallet: Pallet, keys: dict[int, ManufacturerKeys]
+) -> Sequence[SlotHub]:
+    """The pallet's hubs: simulated, or Zephyr executables with `hub_exe`."""
+    if options.hub_exe is None:
+        return await asyncio.to_thread(
+            build_hubs,
+            pallet,
+            keys,
+            options.timings,
+            framing=options.framing,
+            image_size=options.image_size,
+            image_seed=options.seed,
+        )
+    template = check_exe_options(options)
+    faulty = sum(1 for h in pallet.hubs if h.faults.names())
+    if faulty:
+        _LOGGER.warning("--hub-exe: faults are not injected; %d hub(s) run without", faulty)
+    return await asyncio.to_thread(build_exe_hubs, pallet, keys, options, template)
+
+
 async def serve(options: ServeOptions) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
     pallet = _apply_profile(options.pallet, options.fault_profile)
@@ -354,15 +462,7 @@ async def serve(options: ServeOptions) -> int:
         keys = load_keys(options.keys_dir, manufacturers)
     else:
         keys = {m: make_manufacturer_keys(m, options.seed) for m in manufacturers}
-    hubs = await asyncio.to_thread(
-        build_hubs,
-        pallet,
-        keys,
-        options.timings,
-        framing=options.framing,
-        image_size=options.image_size,
-        image_seed=options.seed,
-    )
+    hubs = await _build(options, pallet, keys)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     bus = _usb_bus(options)

@@ -3,7 +3,8 @@
 A hub's serial link moves `baud / 10` bytes per second in each direction (8N1: ten bit times per
 byte); its USB link (`UsbLink`) is a full-speed bus, 19 bulk packets of 64 bytes per 1 ms frame
 shared by both directions. Its flash erases a sector in `sector_erase_s` and programs a page in
-`page_program_s`, and a reset, an image swap and a boot each take a fixed time. Benchmarks
+`page_program_s`, and a reset (after the delay between its answer and its effect), an image swap
+and a boot each take a fixed time. Benchmarks
 compare a flash against `physical_bound`, the time no client can beat on that hub.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from smp import image_management as smpimg
@@ -95,6 +96,33 @@ class Timing(BaseModel):
     reset_s: float = Field(
         default=0.1, ge=0, description="reset command answered to bootloader start"
     )
+    reset_delay_s: float = Field(
+        default=0.25,
+        ge=0,
+        description="os reset answered to the reset taking effect; the hub keeps answering as "
+        "the old firmware meanwhile (Zephyr's CONFIG_MCUMGR_GRP_OS_RESET_MS)",
+    )
+    mcumgr_params: bool = Field(
+        default=True,
+        description="os mcumgr_params (0/6) is answered; False: ENOTSUP, as Zephyr 3.4 without "
+        "CONFIG_MCUMGR_GRP_OS_MCUMGR_PARAMS",
+    )
+    rx_buf_count: int = Field(
+        default=2,
+        ge=1,
+        description="console framing: 128-byte line buffers (CONFIG_UART_MCUMGR_RX_BUF_COUNT)",
+    )
+    rx_bytes_per_tick: float | None = Field(
+        default=None,
+        ge=0,
+        description="console framing: bytes the UART reads per 1 ms tick; None: baud/10/1000; "
+        "0: unpaced, everything available at once (a fast adapter)",
+    )
+    upload_state: Literal["ram", "flash"] = Field(
+        default="ram",
+        description="where the unfinished upload's offset, sha and length are kept: 'ram' "
+        "(Zephyr 3.4: lost at reset and power loss) or 'flash' (resumable after them)",
+    )
 
     @property
     def bytes_per_s(self) -> float:
@@ -172,7 +200,8 @@ def physical_bound(
       a USB link (every packet full: 1,216,000 bytes/s at full speed);
     - `flash_s` = erase of every sector plus program of every page the image covers (a
       pipelining client overlaps it with the wire; a stop-and-wait client adds it);
-    - `fixed_s = reset_s + swap_s + boot_s`: reset, the bootloader's swap, and the boot.
+    - `fixed_s = reset_delay_s + reset_s + swap_s + boot_s`: the delay before the answered
+      reset takes effect, the reset, the bootloader's swap, and the boot.
 
     `transport` is "serial" (with `framing_name` "raw" or "console") or "usb" (raw SMP frames
     in bulk transfers; `framing_name` is ignored).
@@ -182,7 +211,7 @@ def physical_bound(
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; use 'serial' or 'usb'")
     flash_s = flash_time_s(image_size, timing)
-    fixed_s = timing.reset_s + timing.swap_s + timing.boot_s
+    fixed_s = timing.reset_delay_s + timing.reset_s + timing.swap_s + timing.boot_s
     frames = _upload_frames(image_size, timing)
     if transport == "usb":
         wire_s = image_size / usb.bytes_per_s

@@ -23,7 +23,9 @@ from drivers.errors import (
     UnexpectedResponse,
     UnlockRefused,
 )
+from drivers.framing import ConsoleFraming
 from drivers.hub_link import (
+    FrameLimits,
     HubIdentity,
     LinkOptions,
     SmpHubLink,
@@ -32,7 +34,13 @@ from drivers.hub_link import (
 )
 from drivers.memory import memory_pair
 from drivers.smp_client import SmpClient
-from drivers.smp_upload import cbor_head_size, max_chunk_data
+from drivers.smp_upload import (
+    GROW_AFTER_CHUNKS,
+    PROBE_AFTER_CHUNKS,
+    UploadSizing,
+    cbor_head_size,
+    max_chunk_data,
+)
 from jigd.model import DeviceModel, FirmwareVersion, Guid, IdentifierError
 from tests.drivers.fake_hub import GUID, MASTER_KEY, FakeHub, Upload
 
@@ -140,7 +148,8 @@ async def test_await_boot_polls_until_the_hub_answers() -> None:
         with pytest.raises(LinkTimeout, match="boot"):
             await await_boot(link, timeout_s=0.3, poll_timeout_s=0.05, poll_interval_s=0.01)
         hub.silent = False
-        identity = await await_boot(link, timeout_s=1.0, poll_timeout_s=0.1)
+        await await_boot(link, timeout_s=1.0, poll_timeout_s=0.1)
+        identity = await link.identify()
         assert identity.guid == Guid.from_bytes(GUID)
 
 
@@ -357,3 +366,71 @@ def test_chunk_is_the_largest_that_fits_buf_size(
 )
 def test_cbor_head_size(value: int, size: int) -> None:
     assert cbor_head_size(value) == size
+
+
+# --- adaptive sizing on console links ---------------------------------------------------------
+
+
+def test_sizing_shrinks_on_loss_and_grows_back_to_a_cap() -> None:
+    sizing = UploadSizing(max_window=4, max_lines=2, start_window=1)
+
+    def answer(n: int) -> None:
+        for _ in range(n):
+            sizing.answered()
+
+    answer(GROW_AFTER_CHUNKS)
+    assert (sizing.lines, sizing.window) == (2, 2)
+    answer(2 * GROW_AFTER_CHUNKS)
+    assert sizing.window == 4
+    assert sizing.drop()  # a window of 4 overran the hub: halve it, never 4 again (for now)
+    assert (sizing.window, sizing.max_window) == (2, 3)
+    answer(4 * GROW_AFTER_CHUNKS)
+    assert sizing.window == 3  # grown back, to the cap
+    # Losses at a window of one: two are noise, a third in a row halves the frame's lines.
+    sizing = UploadSizing(max_window=4, max_lines=2, start_window=1)
+    assert not sizing.drop()
+    assert not sizing.drop()
+    assert sizing.drop()
+    assert (sizing.lines, sizing.max_lines) == (1, 1)
+    assert sizing.drops == 3
+    # A long run of answers probes one step further again.
+    answer(PROBE_AFTER_CHUNKS * 2)
+    assert sizing.max_lines == 2
+    assert sizing.lines == 2
+
+
+def test_links_without_lines_do_not_adapt() -> None:
+    sizing = UploadSizing(max_window=4, max_lines=None)
+    assert not sizing.drop()
+    for _ in range(3 * GROW_AFTER_CHUNKS):
+        sizing.answered()
+    assert (sizing.window, sizing.lines, sizing.drops) == (4, None, 1)
+
+
+async def test_console_frames_fit_the_line_buffers_and_the_first_holds_the_header() -> None:
+    """With one line buffer, frames are one console line, except the first upload request: it
+    carries `len` and `sha` too, and still at least the 32-byte MCUboot header (Zephyr refuses
+    less), so it takes two lines."""
+    host, device = memory_pair(framing=ConsoleFraming(), names=("rig1/slot2", "hub"))
+    hub = FakeHub(device, buf_size=384)
+    options = LinkOptions(timeout_s=0.5, limits=FrameLimits(line_buffers=1, mtu=None))
+    link = SmpHubLink(SmpClient(host, timeout_s=options.timeout_s), options=options)
+    try:
+        image = image_of(3000)
+        result = await link.upload(image)
+    finally:
+        await link.close()
+        hub.close()
+    assert hub.upload is not None
+    assert bytes(hub.upload.data) == image
+    one_line = ConsoleFraming().max_frame_in_lines(1)
+    assert one_line is not None
+    first = hub.upload_requests[0]
+    assert first[0] == 0
+    assert first[1] >= 32
+    upload_frames = hub.frame_sizes[-len(hub.upload_requests) :]
+    assert upload_frames[0] > one_line
+    assert max(upload_frames[1:]) <= one_line
+    assert (result.frame_lines, result.frame_size, result.drops) == (1, one_line, 0)
+    assert result.window == 4  # started at one; the hub answered every request: grown to 4
+    assert "1-line frames" in link.sizing_report()

@@ -29,7 +29,7 @@ from drivers.errors import (
     UnexpectedResponse,
     UnlockRefused,
 )
-from drivers.hub_link import HubIdentity, LinkOptions, SmpHubLink, await_boot
+from drivers.hub_link import HubIdentity, LinkOptions, SmpHubLink, await_boot, await_reset
 from drivers.smp_upload import UploadResult, max_chunk_data
 from jigd.model import FirmwareVersion
 from sim.faults import Faults
@@ -37,6 +37,7 @@ from sim.harness import HubHandle, HubSpec, running_hub
 from sim.hub import HubState
 from sim.timing import Timing
 from tests.drivers.helpers import HubLinks
+from tests.sim.helpers import image_hash
 
 TIMING: Final = Timing(
     baud=921_600,
@@ -46,7 +47,13 @@ TIMING: Final = Timing(
     boot_s=0.02,
     reset_s=0.01,
 )
+# A hub that keeps its upload's state in flash, so an upload resumes after a power cycle
+# (Zephyr 3.4 keeps it in RAM: the upload starts over).
+RESUMABLE: Final = TIMING.model_copy(update={"upload_state": "flash"})
 OPTIONS: Final = LinkOptions(timeout_s=0.3, request_retries=3)
+# A noisy console link keeps one request in flight (its hub has two line buffers), so each lost
+# answer costs a timeout: a short one, as answers here come within a few milliseconds.
+NOISY: Final = LinkOptions(timeout_s=0.1, request_retries=3)
 # A hub that stops answering is given up on after two short rounds.
 IMPATIENT: Final = LinkOptions(timeout_s=0.2, request_retries=1)
 BOOT_TIMEOUT_S: Final = 3.0
@@ -55,6 +62,12 @@ STATE_TIMEOUT_S: Final = 3.0
 NEW_VERSION: Final = FirmwareVersion(0x02000007)
 IMAGE_SIZE: Final = 64 * 1024
 SMALL_IMAGE_SIZE: Final = 16 * 1024
+
+
+def noisy_image_size(framing: str) -> int:
+    """Console frames carry a tenth of a raw frame's bytes (two line buffers), so a noisy console
+    link meets as many faults in a smaller image."""
+    return SMALL_IMAGE_SIZE if framing == "console" else IMAGE_SIZE
 
 
 @asynccontextmanager
@@ -66,12 +79,13 @@ async def faulty_hub(
     framing: str = "raw",
     locked: bool = False,
     options: LinkOptions = OPTIONS,
+    timing: Timing = TIMING,
 ) -> AsyncIterator[tuple[HubHandle, SmpHubLink, HubLinks]]:
     """A simulated hub with `faults` and an `smp` driver link to it, as a slot opens one."""
     async with running_hub(
         directory,
         spec=HubSpec(locked=locked),
-        timing=TIMING,
+        timing=timing,
         framing=framing,
         faults=faults,
         transport=transport,
@@ -92,13 +106,14 @@ def power_cycle_error(transport: str) -> type[LinkError]:
 async def flash(link: SmpHubLink, image: bytes) -> tuple[UploadResult, HubIdentity]:
     """The station's stages from upload on: upload, mark test, reset, await boot, confirm."""
     result = await link.upload(image)
-    await link.mark_test(hashlib.sha256(image).digest())
+    await link.mark_test(image_hash(image))
     # Reset is never retried (a second reset could revert the image on test), so when its own
     # answer is the one lost or garbled the call fails; the hub resets all the same and the
-    # station's next attempt finds the image active, as await_boot does here.
+    # station's next attempt finds the image active, as await_reset does here.
     with contextlib.suppress(LinkTimeout, UnexpectedResponse):
         await link.reset()
-    identity = await await_boot(link, timeout_s=BOOT_TIMEOUT_S)
+    await await_reset(link, timeout_s=BOOT_TIMEOUT_S, pending_hash=image_hash(image))
+    identity = await link.identify()
     await link.confirm()
     return result, identity
 
@@ -126,15 +141,17 @@ async def test_corrupted_responses_are_dropped_and_the_flash_completes(
     which is why this test checks the hub's real state rather than the replies. USB carries raw
     frames too, one per transfer: a corrupted one that does not decode is dropped whole."""
     faults = Faults(seed=7, corrupt_rate=0.15)
-    async with faulty_hub(tmp_path, faults, transport=transport, framing=framing) as (
+    async with faulty_hub(
+        tmp_path, faults, transport=transport, framing=framing, options=NOISY
+    ) as (
         handle,
         link,
         _links,
     ):
-        image = handle.make_image(NEW_VERSION, IMAGE_SIZE)
+        image = handle.make_image(NEW_VERSION, noisy_image_size(framing))
         result, identity = await flash(link, image)
 
-        assert result.match is True
+        assert result.size == len(image)
         assert identity.firmware_version == NEW_VERSION
         assert_flashed(handle, image)
         assert handle.hub.responses_corrupted >= 3
@@ -161,17 +178,19 @@ async def test_dropped_responses_are_retried_and_the_flash_completes(
     tmp_path: Path, transport: str, framing: str
 ) -> None:
     faults = Faults(seed=3, drop_response_rate=0.1)
-    async with faulty_hub(tmp_path, faults, transport=transport, framing=framing) as (
+    async with faulty_hub(
+        tmp_path, faults, transport=transport, framing=framing, options=NOISY
+    ) as (
         handle,
         link,
         _links,
     ):
-        image = handle.make_image(NEW_VERSION, IMAGE_SIZE)
+        image = handle.make_image(NEW_VERSION, noisy_image_size(framing))
         result, identity = await flash(link, image)
 
         assert handle.hub.responses_dropped > 0
         assert result.retries > 0  # upload answers lost: chunks resent from the hub's offset
-        assert result.match is True
+        assert result.size == len(image)
         assert result.bytes_sent >= len(image)
         assert identity.firmware_version == NEW_VERSION
         assert_flashed(handle, image)
@@ -181,7 +200,9 @@ async def test_hang_raises_link_timeout_and_a_power_cycle_recovers(
     tmp_path: Path, transport: str
 ) -> None:
     faults = Faults(seed=1, hang_after_requests=8)  # mcumgr_params and 7 upload chunks
-    async with faulty_hub(tmp_path, faults, transport=transport, options=IMPATIENT) as (
+    async with faulty_hub(
+        tmp_path, faults, transport=transport, options=IMPATIENT, timing=RESUMABLE
+    ) as (
         handle,
         link,
         links,
@@ -201,7 +222,7 @@ async def test_hang_raises_link_timeout_and_a_power_cycle_recovers(
         assert await again.echo("back") == "back"
         result = await again.upload(image)
         assert result.resumed_from > 0  # the chunks programmed before the hang stay
-        assert result.match is True
+        assert result.size == len(image)
 
 
 async def test_power_loss_during_upload_then_resume_resends_less_than_buf_count_chunks(
@@ -212,10 +233,10 @@ async def test_power_loss_during_upload_then_resume_resends_less_than_buf_count_
     own counters too."""
     faults = Faults(seed=1, power_loss_during_upload_at=0.5)
     async with faulty_hub(
-        tmp_path, faults, transport=transport, framing=framing, options=IMPATIENT
+        tmp_path, faults, transport=transport, framing=framing, options=IMPATIENT, timing=RESUMABLE
     ) as (handle, link, links):
         hub = handle.hub
-        buf_size, buf_count = await link.params()
+        _buf_size, buf_count = await link.params()
         image = handle.make_image(NEW_VERSION, IMAGE_SIZE)
 
         with pytest.raises(power_cycle_error(transport)):
@@ -234,8 +255,9 @@ async def test_power_loss_during_upload_then_resume_resends_less_than_buf_count_
         result = await again.upload(image)
 
         assert result.resumed_from == had
-        assert result.match is True
-        chunk = max_chunk_data(buf_size, 1, len(image))
+        assert result.size == len(image)
+        # Frames as large as the link's sizing allows (on console: the hub's line buffers).
+        chunk = max_chunk_data(result.frame_size, had, len(image))
         resent = result.bytes_sent - (len(image) - had)  # bytes of what the hub already had
         assert 0 <= resent < buf_count * chunk
         assert -(-resent // chunk) < buf_count
@@ -251,7 +273,7 @@ async def test_power_loss_during_swap_resumes_the_swap_at_power_on(
     async with faulty_hub(tmp_path, faults, transport=transport) as (handle, link, links):
         hub = handle.hub
         image = handle.make_image(NEW_VERSION, SMALL_IMAGE_SIZE)
-        sha = hashlib.sha256(image).digest()
+        sha = image_hash(image)
         await link.upload(image)
         await link.mark_test(sha)
         await link.reset()
@@ -264,7 +286,8 @@ async def test_power_loss_during_swap_resumes_the_swap_at_power_on(
 
         hub.power_on()
         again = await links.after_power_cycle(link)
-        identity = await await_boot(again, timeout_s=BOOT_TIMEOUT_S)
+        await await_boot(again, timeout_s=BOOT_TIMEOUT_S)
+        identity = await again.identify()
         assert identity.firmware_version == NEW_VERSION
         active = next(s for s in await again.image_state() if s.active)
         assert active.hash == sha
@@ -325,15 +348,17 @@ async def test_image_rejected_by_the_bootloader_boots_the_old_image(
     which the station's verify stage turns into `image_rejected`."""
     faults = Faults(seed=1, reject_image=True)
     async with faulty_hub(tmp_path, faults, transport=transport) as (handle, link, _links):
-        old_sha = bytes.fromhex(str(handle.hub.truth()["active_sha256"]))
+        old_sha = bytes.fromhex(str(handle.hub.truth()["active_image_hash"]))
         image = handle.make_image(NEW_VERSION, SMALL_IMAGE_SIZE)
-        sha = hashlib.sha256(image).digest()
+        sha = image_hash(image)
         result = await link.upload(image)
-        assert result.match is True  # the upload itself is fine
+        assert result.size == len(image)  # the upload itself is fine
         await link.mark_test(sha)
         await link.reset()
 
-        identity = await await_boot(link, timeout_s=BOOT_TIMEOUT_S)
+        await await_reset(link, timeout_s=BOOT_TIMEOUT_S, pending_hash=sha)
+
+        identity = await link.identify()
         assert identity.firmware_version == handle.spec.firmware_version
         states = await link.image_state()
         active = next(s for s in states if s.active)
@@ -349,11 +374,11 @@ async def test_bricked_hub_never_answers_after_reset(tmp_path: Path, transport: 
     async with faulty_hub(tmp_path, faults, transport=transport) as (handle, link, links):
         image = handle.make_image(NEW_VERSION, SMALL_IMAGE_SIZE)
         await link.upload(image)
-        await link.mark_test(hashlib.sha256(image).digest())
+        await link.mark_test(image_hash(image))
         await link.reset()  # answered: the hub dies after it
 
         with pytest.raises(LinkTimeout) as info:
-            await await_boot(link, timeout_s=SILENT_BOOT_TIMEOUT_S)
+            await await_reset(link, timeout_s=SILENT_BOOT_TIMEOUT_S, pending_hash=image_hash(image))
         assert "boot" in str(info.value)
         assert handle.hub.state is HubState.BRICKED
 

@@ -12,7 +12,7 @@ from typing import Any, Final
 import pytest
 
 from drivers.errors import DeviceDisconnected, LinkError, LinkTimeout
-from drivers.hub_link import LinkOptions, SmpHubLink, await_boot
+from drivers.hub_link import LinkOptions, SmpHubLink, await_boot, await_reset
 from drivers.registry import load_driver
 from drivers.smp_upload import max_chunk_data
 from jigd.model import FirmwareVersion
@@ -65,7 +65,7 @@ async def test_flash_a_simulated_hub(tmp_path: Path, transport: str, framing: st
         progress: list[int] = []
         result = await link.upload(image, lambda off, total: progress.append(off))
         assert result.size == len(image)
-        assert result.match is True
+        assert result.match is None  # Zephyr 3.4's last answer has no `match`
         assert result.resumed_from == 0
         assert progress[-1] == len(image)
 
@@ -77,7 +77,8 @@ async def test_flash_a_simulated_hub(tmp_path: Path, transport: str, framing: st
         assert link.link_errors["timeout"] == 0
 
         await link.reset()
-        booted = await await_boot(link, timeout_s=BOOT_TIMEOUT_S)
+        await await_reset(link, timeout_s=BOOT_TIMEOUT_S, pending_hash=secondary.hash)
+        booted = await link.identify()
         assert booted.firmware_version == NEW_VERSION
 
         active = next(s for s in await link.image_state() if s.active)
@@ -106,7 +107,11 @@ async def test_flash_a_simulated_hub(tmp_path: Path, transport: str, framing: st
 
 async def test_upload_cut_by_power_loss_resumes(tmp_path: Path, transport: str) -> None:
     options = LinkOptions(timeout_s=0.2, request_retries=1)
-    async with running_hub(tmp_path, timing=TIMING, framing="raw", transport=transport) as handle:
+    # A hub that keeps its upload's state in flash (Zephyr 3.4 keeps it in RAM).
+    resumable = TIMING.model_copy(update={"upload_state": "flash"})
+    async with running_hub(
+        tmp_path, timing=resumable, framing="raw", transport=transport
+    ) as handle:
         links = HubLinks(handle, "raw", options)
         try:
             link = await links.open()
@@ -130,7 +135,6 @@ async def test_upload_cut_by_power_loss_resumes(tmp_path: Path, transport: str) 
 
             result = await link.upload(image)
             assert result.resumed_from > len(image) // 2
-            assert result.match is True
             resent = result.bytes_sent - (len(image) - result.resumed_from)
             chunk = max_chunk_data(buf_size, result.resumed_from, len(image))
             assert 0 <= resent <= (buf_count - 1) * chunk  # fewer than buf_count chunks again
@@ -162,8 +166,9 @@ async def _most_in_flight(
 
         with monkeypatch.context() as patch:
             patch.setattr(link.client, "submit", counting_submit)
-            result = await link.upload(handle.make_image(NEW_VERSION, size))
-        assert result.match is True
+            image = handle.make_image(NEW_VERSION, size)
+            result = await link.upload(image)
+        assert result.size == len(image)
         assert handle.hub.frames_dropped_busy == 0  # never more than the hub can buffer
         return most
 

@@ -47,6 +47,8 @@ def test_list_is_a_table(catalog: Catalog, capsys: pytest.CaptureFixture[str]) -
         "CHTS",
         "SIZE",
         "SHA256",
+        "IMAGE",
+        "HASH",
         "NOTES",
     ]
     assert rows[0].split()[:6] == [
@@ -59,6 +61,19 @@ def test_list_is_a_table(catalog: Catalog, capsys: pytest.CaptureFixture[str]) -
     ]
     assert rows[1].split()[3] == "pilot"
     assert rows[1].endswith("bench")
+
+
+def test_list_long_shows_both_hashes_whole(
+    catalog: Catalog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "catalog", "--dir", str(catalog.directory), "list", "--long")
+    assert code == 0
+    entry = catalog.entries()[0]
+    assert entry.image_hash is not None
+    assert entry.image_hash != entry.sha256
+    first = out.splitlines()[1].split()
+    assert entry.sha256 in first
+    assert entry.image_hash in first
 
 
 def test_list_filters_by_model(catalog: Catalog, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from firmware_catalog import Catalog, CatalogFileError
-from firmware_catalog.entry import dump_catalog, parse_catalog
-from tests.firmware_catalog.helpers import MODEL
+from firmware_catalog import Catalog, CatalogFileError, Status
+from firmware_catalog.entry import CATALOG_SCHEMA, dump_catalog, parse_catalog
+from jigd.flash import FlashError, image_hash_of
+from jigd.model import FirmwareVersion, Stage
+from tests.firmware_catalog.helpers import MODEL, MakeImage
 
 GOOD = {
     "manufacturer": "1086",
@@ -38,7 +41,12 @@ def test_round_trip(catalog_dir: Path) -> None:
     entries = Catalog.open(catalog_dir).entries()
     assert [e.device_model for e in entries] == [MODEL, MODEL]
     data = dump_catalog(entries)
-    assert json.loads(data)["entries"][0] == GOOD | {"gbcs": None, "chts": None, "notes": ""}
+    assert json.loads(data)["entries"][0] == GOOD | {
+        "gbcs": None,
+        "chts": None,
+        "notes": "",
+        "image_hash": None,  # no image to read it from
+    }
     assert parse_catalog(catalog_dir / "catalog.json", data) == list(entries)
 
 
@@ -75,11 +83,11 @@ def test_duplicate_entries_are_named(catalog_dir: Path) -> None:
 
 
 def test_unknown_schema_and_keys_are_refused(catalog_dir: Path) -> None:
-    write(catalog_dir, {"schema": "jigd.catalog/2", "entries": [GOOD | {"colour": "red"}]})
+    write(catalog_dir, {"schema": "jigd.catalog/9", "entries": [GOOD | {"colour": "red"}]})
     with pytest.raises(CatalogFileError) as caught:
         Catalog.open(catalog_dir)
     assert caught.value.problems == [
-        "schema: Input should be 'jigd.catalog/1'",
+        "schema: Input should be 'jigd.catalog/1' or 'jigd.catalog/2'",
         "entries[0] (1086/57310102 04000007).colour: Extra inputs are not permitted",
     ]
 
@@ -103,3 +111,36 @@ def test_cli_reports_bad_catalog_with_exit_2(
     err = capsys.readouterr().err
     assert str(path) in err
     assert "entries[0] (1086/57310102 04000007).size: Input should be greater than 0" in err
+
+
+def test_schema_1_catalog_is_migrated_on_open(catalog_dir: Path, make_image: MakeImage) -> None:
+    """A catalog written before image hashes were recorded gets them from its images."""
+    catalog = Catalog.open(catalog_dir)
+    added = catalog.add(
+        make_image("04000007"), MODEL, FirmwareVersion(0x04000007), Status.PRODUCTION, date.today()
+    )
+    assert added.image_hash is not None
+    old = json.loads(catalog.catalog_path.read_text(encoding="utf-8"))
+    for entry in old["entries"]:
+        del entry["image_hash"]
+    write(catalog_dir, old | {"schema": "jigd.catalog/1"})
+
+    reopened = Catalog.open(catalog_dir)
+
+    assert reopened.entries() == (added,)
+    on_disk = json.loads(reopened.catalog_path.read_text(encoding="utf-8"))
+    assert on_disk["schema"] == CATALOG_SCHEMA
+    assert on_disk["entries"][0]["image_hash"] == added.image_hash
+    # The image hash is MCUboot's SHA256 TLV, not the file's sha256.
+    assert added.image_hash != added.sha256
+
+
+def test_entry_whose_image_is_missing_keeps_no_hash_and_cannot_be_flashed(
+    catalog_dir: Path,
+) -> None:
+    write(catalog_dir, {"schema": "jigd.catalog/1", "entries": [GOOD]})
+    (entry,) = Catalog.open(catalog_dir).entries()
+    assert entry.image_hash is None
+    with pytest.raises(FlashError, match="no image hash") as caught:
+        image_hash_of(entry)
+    assert (caught.value.stage, caught.value.code) == (Stage.SELECT, "image_missing")

@@ -35,3 +35,30 @@ def test_demo_refuses_a_metrics_port_out_of_range(
     assert code == 2
     assert f"--metrics-port {port} is not a TCP port" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--transport", "usb"], "Zephyr hubs are on serial slots"),
+        (["--framing", "raw"], "Zephyr hubs speak console framing"),
+        (["--faults", "light"], "no faults are injected"),
+        (["--image-size", str(512 * 1024)], "--image-size must be 1024 to"),
+    ],
+)
+def test_demo_refuses_options_that_zephyr_hubs_cannot_have(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exe = tmp_path / "jig_hub.exe"
+    exe.write_bytes(b"")  # only its existence is checked before anything is prepared
+    code = main(["demo", "--workdir", str(tmp_path / "demo"), "--hub-exe", str(exe), *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_refuses_a_missing_hub_exe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere" / "jig_hub.exe"
+    code = main(["demo", "--workdir", str(tmp_path / "demo"), "--hub-exe", str(missing)])
+    assert code == 2
+    assert f"--hub-exe {missing}: no such executable" in capsys.readouterr().err

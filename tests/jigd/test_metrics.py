@@ -55,6 +55,8 @@ CONTRACT = {
     "jigd_bytes_uploaded_total",
     "jigd_link_errors_total",
     "jigd_link_dropped_bytes_total",
+    "jigd_link_frame_bytes",
+    "jigd_link_window",
     "jigd_slot_state",
     "jigd_rig_up",
     "jigd_batch_hubs",
@@ -168,7 +170,7 @@ def drive_hooks(metrics: StationMetrics) -> None:
     # A hub that never identified has no Device Model.
     observer.on_result(result(2, Outcome.FAILED, model=None, failure_stage=Stage.IDENTIFY), 40.0)
     observer.on_link_stats(1, LinkStats(4096, {"timeout": 2, "garbage": 1, "idle_reset": 0}, 17))
-    observer.on_link_stats(1, LinkStats(1024, {"timeout": 1}, 0))
+    observer.on_link_stats(1, LinkStats(1024, {"timeout": 1}, 0, slot=3, frame_bytes=176, window=2))
     metrics.set_mqtt_connected(True)
 
 
@@ -331,6 +333,9 @@ async def test_link_statistics_add_up_per_rig(exposition: str) -> None:
         labels(rig="1"): 17,
         labels(rig="2"): 0,
     }
+    # Only a link that uploaded reports what its sizing settled on.
+    assert family(found, "jigd_link_frame_bytes") == {labels(rig="1", slot="3"): 176}
+    assert family(found, "jigd_link_window") == {labels(rig="1", slot="3"): 2}
 
 
 async def test_slot_state_is_one_for_the_current_state_zero_for_the_others(

@@ -109,5 +109,7 @@ async def test_usb_hub_unplugged_during_upload_resumes_and_is_reflashed(tmp_path
     assert len(resumed) == 1, events
     attempt, offset = resumed[0]
     assert attempt == 2
-    assert offset > 0  # the second attempt went on from what the hub had
+    # The slot power-cycles the hub between attempts, and a hub that keeps its upload state in
+    # RAM (Zephyr's img_mgmt, the simulator's default) starts that upload over.
+    assert offset == 0
     e2e.no_hub_left_unbootable(workdir)

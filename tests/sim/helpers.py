@@ -10,6 +10,7 @@ from smp import os_management as smpos
 
 from drivers import jig_group
 from sim.harness import HubHandle
+from sim.image_check import inspect_image
 from sim.timing import Timing
 from tests.sim.wire import REPLY_TIMEOUT_S, Wire, body
 
@@ -21,11 +22,20 @@ FAST: Final = Timing(
     swap_s=0.05,
     boot_s=0.02,
     reset_s=0.01,
+    reset_delay_s=0.02,
 )
+MGMT_EUNKNOWN: Final = 1
 MGMT_EACCESSDENIED: Final = 11
 MGMT_EINVAL: Final = 3
 MGMT_EBADSTATE: Final = 6
 MGMT_ENOTSUP: Final = 8
+
+
+def image_hash(image: bytes) -> bytes:
+    """The image's MCUboot hash (its SHA256 TLV): what image state shows and state write takes."""
+    digest = inspect_image(image).tlv_hash
+    assert digest is not None
+    return digest
 
 
 async def unlock(wire: Wire, handle: HubHandle) -> dict[str, Any]:
@@ -74,7 +84,7 @@ async def state(wire: Wire) -> list[dict[str, Any]]:
 
 
 async def reset(wire: Wire, handle: HubHandle) -> None:
-    """Reset and wait until the application answers again."""
+    """Reset and wait until the application answers again (after the model's reset delay)."""
     from sim.hub import HubState
 
     assert body(await wire.request(smpos.ResetWriteRequest())) == {}

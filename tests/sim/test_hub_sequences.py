@@ -13,7 +13,7 @@ from smp import os_management as smpos
 from jigd.model import FirmwareVersion
 from sim.harness import HubHandle, HubSpec, running_hub
 from sim.hub import HubState
-from tests.sim.helpers import FAST, upload
+from tests.sim.helpers import FAST, image_hash, upload
 from tests.sim.wire import Wire, body
 
 STEPS = 40
@@ -27,12 +27,11 @@ async def _step(action: str, wire: Wire, handle: HubHandle, image: bytes) -> Non
     elif action == "half-upload":
         await upload(wire, image, stop=len(image) // 2)
     elif action == "test":
-        sha = hashlib.sha256(image).digest()
-        await wire.request(smpimg.ImageStatesWriteRequest(hash=sha, confirm=False))
+        await wire.request(smpimg.ImageStatesWriteRequest(hash=image_hash(image), confirm=False))
     elif action == "test-secondary":
         secondary = hub.flash.secondary
-        sha = secondary.sha256 if secondary else bytes(32)
-        await wire.request(smpimg.ImageStatesWriteRequest(hash=sha, confirm=False))
+        digest = secondary.tlv_hash if secondary and secondary.tlv_hash else bytes(32)
+        await wire.request(smpimg.ImageStatesWriteRequest(hash=digest, confirm=False))
     elif action == "confirm":
         await wire.request(smpimg.ImageStatesWriteRequest(confirm=True))
     elif action == "reset":

@@ -12,7 +12,7 @@ from smp import os_management as smpos
 
 from jigd.model import LedColour
 from sim.faults import Faults
-from sim.hub import HubState, SimHub
+from sim.hub import IMAGE_MAGIC, HubState, SimHub
 from sim.images import make_manufacturer_keys
 from sim.operator import Operator
 from sim.pallet import make_pallet
@@ -120,7 +120,7 @@ async def test_a_browned_out_hub_stays_off_until_power_on(tmp_path: Path) -> Non
     async with Rig(tmp_path, 1, 1) as rig:
         rig.insert(1, hub)
         await hub.wait_for_state(HubState.RUNNING, timeout_s=BOOTED_S)
-        image = bytes(8192)
+        image = IMAGE_MAGIC + bytes(8192 - len(IMAGE_MAGIC))  # a first chunk needs the magic
         with Wire(str(tmp_path / "rig1" / "slot1")) as wire:
             await wire.send(
                 smpimg.ImageUploadWriteRequest(

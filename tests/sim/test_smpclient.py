@@ -14,7 +14,7 @@ from smpclient.transport.serial import SMPSerialTransport
 from jigd.model import FirmwareVersion
 from sim.harness import HubSpec, running_hub
 from sim.hub import HubState
-from tests.sim.helpers import FAST
+from tests.sim.helpers import FAST, image_hash
 
 CLIENT_TIMEOUT_S = 5.0
 
@@ -26,6 +26,7 @@ async def test_smpclient_uploads_tests_and_resets_and_the_hub_boots_it(tmp_path:
     ) as handle:
         image = handle.make_image(FirmwareVersion.parse("04000007"), 24 * 1024)
         sha = hashlib.sha256(image).digest()
+        digest = image_hash(image)  # what image state shows: MCUboot's SHA256 TLV
         client = SMPClient(SMPSerialTransport(), handle.path, timeout_s=CLIENT_TIMEOUT_S)
         await client.connect()  # reads mcumgr_params and sizes its frames from buf_size
         try:
@@ -38,10 +39,10 @@ async def test_smpclient_uploads_tests_and_resets_and_the_hub_boots_it(tmp_path:
             states = await client.request(ImageStatesRead())
             assert success(states)
             assert [s.hash for s in states.images] == [
-                bytes.fromhex(str(handle.hub.truth()["active_sha256"])),
-                sha,
+                bytes.fromhex(str(handle.hub.truth()["active_image_hash"])),
+                digest,
             ]
-            marked = await client.request(ImageStatesWrite(hash=sha, confirm=False))
+            marked = await client.request(ImageStatesWrite(hash=digest, confirm=False))
             assert success(marked)
             assert marked.images[1].pending is True
             assert success(await client.request(ResetWrite()))

@@ -18,8 +18,11 @@ def test_bound_is_max_of_wire_and_flash_plus_fixed() -> None:
     bound = physical_bound(10 * 1024, timing, "raw")
     assert bound.wire_s == pytest.approx(10 * 1024 * 10 / 115_200)
     assert bound.flash_s == pytest.approx(3 * 0.010 + 40 * 0.0005)
-    assert bound.fixed_s == pytest.approx(1.6)
-    assert bound.total_s == pytest.approx(bound.wire_s + 1.6)
+    # The reset takes effect 0.25 s after it is answered (Zephyr's CONFIG_MCUMGR_GRP_OS_RESET_MS).
+    assert bound.fixed_s == pytest.approx(0.25 + 1.6)
+    assert bound.total_s == pytest.approx(bound.wire_s + 1.85)
+    prompt = physical_bound(10 * 1024, timing.model_copy(update={"reset_delay_s": 0.0}))
+    assert prompt.fixed_s == pytest.approx(1.6)
     assert bound.framed_wire_s > bound.wire_s
 
 
@@ -70,6 +73,8 @@ def test_bound_command_prints_the_bound(capsys: pytest.CaptureFixture[str]) -> N
     assert printed["wire_s"] == pytest.approx(262144 * 10 / 115_200)
     assert printed["total_s"] == pytest.approx(printed["wire_s"] + printed["fixed_s"])
     assert jigsim(["bound", "--image-size", "1024", "--swap-s", "2"]) == 0
+    assert "fixed_s 2.850  (reset delay + reset + swap + boot)" in capsys.readouterr().out
+    assert jigsim(["bound", "--image-size", "1024", "--swap-s", "2", "--reset-delay-s", "0"]) == 0
     assert "fixed_s 2.600" in capsys.readouterr().out
     assert jigsim(["bound", "--image-size", "262144", "--transport", "usb", "--json"]) == 0
     usb = json.loads(capsys.readouterr().out)
