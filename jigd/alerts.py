@@ -1,6 +1,7 @@
-"""Station alerts for the logistics system's `alerts` topic: a rig gone offline, no firmware.
+"""Station alerts for the logistics system's `alerts` topic: a rig gone offline, no firmware, a
+hub that cannot be identified.
 
-Rejected hubs are alerted by the store itself (`record_rejected`). The other two are seen by a
+Rejected hubs are alerted by the store itself (`record_rejected`). The others are seen by a
 station observer and journalled with `Store.record_alert`, which queues the `alerts` message in
 the same transaction, so an alert is as durable as a result and published in commit order.
 
@@ -37,10 +38,12 @@ class _Alert:
     slot: int | None = None
     guid: Guid | None = None
     model: DeviceModel | None = None
+    reason: str | None = None
 
 
 class AlertRecorder:
-    """Turns rig-down and no-firmware events into journalled alerts; `run()` until cancelled."""
+    """Turns rig-down, no-firmware and unidentified-hub events into journalled alerts; `run()`
+    until cancelled."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -48,7 +51,14 @@ class AlertRecorder:
         self._no_firmware_last: dict[DeviceModel, float] = {}
 
     def observer(self) -> StationObserver:
-        return StationObserver(on_rig=self.rig_changed, on_result=self.result)
+        return StationObserver(
+            on_rig=self.rig_changed, on_result=self.result, on_unidentified=self.unidentified
+        )
+
+    def unidentified(self, rig: int, slot: int, code: str, detail: str) -> None:
+        """A hub in a slot that cannot be identified (no jig group): never written."""
+        alert = _Alert(AlertKind.UNIDENTIFIED_HUB, detail, rig=rig, slot=slot, reason=code)
+        self._queue.put_nowait(alert)
 
     def rig_changed(self, rig: int, up: bool) -> None:
         if not up:
@@ -91,6 +101,7 @@ class AlertRecorder:
                     slot=alert.slot,
                     guid=alert.guid,
                     model=alert.model,
+                    reason=alert.reason,
                 )
             except StoreError as exc:
                 _LOGGER.error("alert %s not recorded: %s", alert.kind, exc)  # noqa: TRY400

@@ -254,6 +254,8 @@ class AlertKind(enum.StrEnum):
     REJECTED_HUB = "rejected_hub"  # a hub in no open batch: not written, set it aside
     RIG_OFFLINE = "rig_offline"  # a rig's controller stopped answering
     NO_FIRMWARE = "no_firmware"  # no production firmware in the catalog for a Device Model
+    # a hub that speaks SMP but cannot be identified (no jig group): never written, set it aside
+    UNIDENTIFIED_HUB = "unidentified_hub"
 
 
 class AlertPayload(Payload):

@@ -147,6 +147,7 @@ class SlotDeps:
     retries: RetryConfig
     on_status: Callable[[SlotStatus], None] = lambda status: None
     on_rejected: Callable[[Guid, int, int, str], None] = lambda guid, rig, slot, reason: None
+    on_unidentified: Callable[[int, int, str, str], None] = lambda rig, slot, code, detail: None
     on_stage_time: Callable[[Stage, float], None] = lambda stage, seconds: None
     on_result: Callable[[GuidResult, float], None] = lambda result, seconds: None
     on_link_stats: Callable[[int, LinkStats], None] = lambda rig, stats: None
@@ -376,9 +377,11 @@ class SlotWorker:
 
     async def _no_jig_group(self, exc: NoJigGroup) -> None:
         """A hub that speaks SMP without the jig group: it has no GUID to book, and is never
-        unlocked or written. RED, and the slot says why until the hub is pulled."""
+        unlocked or written. RED, an `unidentified_hub` alert (journalled, on MQTT), and the
+        slot says why until the hub is pulled."""
         detail = f"{Stage.IDENTIFY}: {exc.code}: {exc}"
         _LOGGER.error("%s: %s", self._label, detail)
+        self._deps.on_unidentified(self._rig.rig, self._config.slot, exc.code, str(exc))
         self._set(state=SlotState.REJECTED, stage=Stage.IDENTIFY, detail=detail)
         await self._led(LedColour.RED)
 

@@ -47,6 +47,8 @@ class StationObserver:
     on_rig: Callable[[int, bool], None] = lambda rig, up: None
     on_result: Callable[[GuidResult, float], None] = lambda result, seconds: None
     on_rejected: Callable[[Guid, int, int, str], None] = lambda guid, rig, slot, reason: None
+    # A hub that could not be identified: rig, slot, failure code, detail for a person.
+    on_unidentified: Callable[[int, int, str, str], None] = lambda rig, slot, code, detail: None
     on_stage_time: Callable[[Stage, float], None] = lambda stage, seconds: None
     on_link_stats: Callable[[int, LinkStats], None] = lambda rig, stats: None
 
@@ -182,6 +184,7 @@ class Station:
                 retries=config.retries,
                 on_status=self._slot_changed,
                 on_rejected=self._rejected,
+                on_unidentified=self._unidentified,
                 on_stage_time=self._stage_time,
                 on_result=self._result,
                 on_link_stats=self._link_stats,
@@ -236,6 +239,10 @@ class Station:
     def _rejected(self, guid: Guid, rig: int, slot: int, reason: str) -> None:
         for observer in self._observers:
             observer.on_rejected(guid, rig, slot, reason)
+
+    def _unidentified(self, rig: int, slot: int, code: str, detail: str) -> None:
+        for observer in self._observers:
+            observer.on_unidentified(rig, slot, code, detail)
 
     def _link_stats(self, rig: int, stats: LinkStats) -> None:
         for observer in self._observers:

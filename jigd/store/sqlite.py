@@ -1235,8 +1235,9 @@ class SqliteStore:
         model: DeviceModel | None = None,
         reason: str | None = None,
     ) -> str:
-        """Journal an alert (`rig_offline`, `no_firmware`) and queue its `alerts` message in one
-        transaction, so it is as durable as a result; returns the message's event_id.
+        """Journal an alert (`rig_offline`, `no_firmware`, `unidentified_hub`) and queue its
+        `alerts` message in one transaction, so it is as durable as a result; returns the
+        message's event_id.
 
         A rejected hub is recorded with record_rejected, which also keeps it on the station's
         record of rejected hubs.

@@ -78,3 +78,21 @@ async def test_rig_down_and_no_firmware_are_journalled_and_queued(store: SqliteS
     assert alerts[2]["model"] == str(OTHER)
     kinds = [e.kind for e in await store.journal()]
     assert kinds.count("alert") == 3
+
+
+async def test_a_hub_that_cannot_be_identified_is_alerted_without_a_guid(
+    store: SqliteStore,
+) -> None:
+    recorder = AlertRecorder(store)
+    observer = recorder.observer()
+    task = asyncio.create_task(recorder.run())
+    try:
+        observer.on_unidentified(1, 3, "no_jig_group", "the hub has no jig group (64)")
+        (alert,) = await _alerts(store, 1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert alert["kind"] == "unidentified_hub"
+    assert (alert["rig"], alert["slot"], alert["guid"]) == (1, 3, None)
+    assert alert["reason"] == "no_jig_group"
+    assert "no jig group" in alert["message"]

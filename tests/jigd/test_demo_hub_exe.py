@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from jigd.demo import DemoOptions, DemoRun, Paths
+from jigd.store.sqlite import SqliteStore
 from sim.bootloader import SLOT0, read_flash, read_slot_image
 from tests.jigd.e2e_helpers import demo, results, truth, wait_for_slot
 from tests.peers import zephyr_peer
@@ -101,3 +102,10 @@ async def test_stock_zephyr_hubs_fail_identify_with_no_jig_group(tmp_path: Path)
     for hub in truth(workdir)["hubs"]:
         assert hub["secondary_image_hash"] is None, hub
         assert hub["pending"] is False, hub
+    # Each is on record: a journalled `unidentified_hub` alert, queued for MQTT.
+    async with await SqliteStore.open(Paths(workdir).store) as store:
+        alerts = [e for e in await store.journal() if e.kind == "alert"]
+    unidentified = [e for e in alerts if e.data["alert"] == "unidentified_hub"]
+    assert sorted(e.slot or 0 for e in unidentified) == [1, 2], alerts
+    assert {e.data["reason"] for e in unidentified} == {"no_jig_group"}
+    assert all(e.guid is None for e in unidentified)
