@@ -381,10 +381,6 @@ class SmpUpload:
         cap = self._client.transport.max_frame_in_lines(lines)
         return self._buf_size if cap is None else cap
 
-    @property
-    def chunk_timeout_s(self) -> float:
-        return self._timeout_s
-
     @staticmethod
     def _wire_allowance_s(client: SmpClient, buf_size: int, window: int) -> float:
         """Time a chunk may wait behind a full window of chunks on a slow line."""

@@ -13,10 +13,6 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 
-class UsageError(Exception):
-    """Bad usage or bad input: printed as it is, exit code 2."""
-
-
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

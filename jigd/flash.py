@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from drivers.errors import DriverError, ImageRejected, UnlockRefused
+from drivers.errors import DriverError
 from drivers.hub_link import (
     DEFAULT_RESET_DELAY_S,
     HubIdentity,
@@ -225,11 +225,7 @@ class FlashProcedure:
             raise
         except TimeoutError as exc:
             raise FlashError(stage, "timeout", f"no result within {timeout_s:g} s") from exc
-        except UnlockRefused as exc:
-            raise FlashError(stage, exc.code, str(exc)) from exc
-        except ImageRejected as exc:
-            raise FlashError(stage, exc.code, str(exc)) from exc
-        except DriverError as exc:
+        except DriverError as exc:  # UnlockRefused, ImageRejected, link errors: the code says
             raise FlashError(stage, exc.code, str(exc)) from exc
         self._hooks.on_stage_done(stage, time.monotonic() - started)
         _LOGGER.debug("%s: stage %s done", self._label, stage)

@@ -63,10 +63,6 @@ class PtyPort:
         return str(self._link)
 
     @property
-    def tty_name(self) -> str:
-        return self._tty_name
-
-    @property
     def is_open(self) -> bool:
         return self._master >= 0
 

@@ -201,10 +201,6 @@ class SimUsbDevice:
         return format_port_path(self._bus.number, self.port_numbers)
 
     @property
-    def bus_number(self) -> int:
-        return self._bus.number
-
-    @property
     def plugged(self) -> bool:
         return self._plugged
 
