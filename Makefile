@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest setup system-deps clean
+.PHONY: demo test test-fast lint typecheck pytest setup system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ pytest: setup
 	$(BIN)/pytest -n 2 --dist loadfile
 
 test: lint typecheck pytest
+
+# A quick check while working (not what CI runs): everything but the `slow` end-to-end tests.
+test-fast: setup
+	$(BIN)/pytest -n 2 --dist loadfile -m "not slow"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

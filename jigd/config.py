@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -276,19 +276,23 @@ def load_config(path: Path) -> StationConfig:
     return _resolve_paths(config, path.parent)
 
 
-def _resolve_paths(config: StationConfig, base: Path) -> StationConfig:
-    """Paths in a config file are relative to the file, not to the working directory."""
+_M = TypeVar("_M", bound=BaseModel)
 
-    def fix(p: Path) -> Path:
-        return p if p.is_absolute() else (base / p)
 
-    return config.model_copy(
-        update={
-            "catalog_dir": fix(config.catalog_dir),
-            "store_path": fix(config.store_path),
-            "control_socket": fix(config.control_socket),
-            "secrets": config.secrets.model_copy(
-                update={"master_keys_file": fix(config.secrets.master_keys_file)}
-            ),
-        }
-    )
+def _resolve_paths(model: _M, base: Path) -> _M:
+    """Paths in a config file are relative to the file, not to the working directory: every
+    `Path` field, at any depth (sections, lists of tables), so a new one cannot be missed."""
+    updates: dict[str, object] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, Path):
+            if not value.is_absolute():
+                updates[name] = base / value
+        elif isinstance(value, BaseModel):
+            updates[name] = _resolve_paths(value, base)
+        elif isinstance(value, list) and any(isinstance(item, BaseModel) for item in value):
+            updates[name] = [
+                _resolve_paths(item, base) if isinstance(item, BaseModel) else item
+                for item in value
+            ]
+    return model.model_copy(update=updates) if updates else model

@@ -33,6 +33,8 @@ from sim.images import make_manufacturer_keys, make_signed_image
 from sim.native_sim import native_sim
 from tests.peers import peer_flash_copy, zephyr_peer
 
+pytestmark = pytest.mark.slow  # end to end with real processes: not in `make test-fast`
+
 MODEL: Final = DeviceModel(0x1086, 0x57310102)
 VERSION: Final = FirmwareVersion(0x04000007)
 IMAGE_SIZE: Final = 200 * 1024

@@ -128,6 +128,30 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     assert load_config(path).store_path == tmp_path / "state" / "jigd.sqlite3"
 
 
+def test_every_relative_path_resolves_against_the_file(tmp_path: Path) -> None:
+    """MQTT's secret and TLS files too: under systemd the working directory is `/`."""
+    path = tmp_path / "etc" / "station.toml"
+    path.parent.mkdir()
+    path.write_text(
+        'station = "a"\n'
+        "[mqtt]\n"
+        'password_file = "secrets/mqtt.pass"\n'
+        'ca_file = "tls/ca.pem"\n'
+        'client_cert_file = "/etc/ssl/station.pem"\n'
+        "[secrets]\n"
+        'master_keys_file = "secrets/master-keys.toml"\n',
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    base = tmp_path / "etc"
+    assert config.mqtt.password_file == base / "secrets" / "mqtt.pass"
+    assert config.mqtt.ca_file == base / "tls" / "ca.pem"
+    assert config.mqtt.client_cert_file == Path("/etc/ssl/station.pem")  # absolute: as given
+    assert config.mqtt.client_key_file is None
+    assert config.secrets.master_keys_file == base / "secrets" / "master-keys.toml"
+    assert config.catalog_dir == Path("/var/lib/jigd/catalog")  # the default is absolute
+
+
 def test_format_loc() -> None:
     assert format_loc(("rigs", 1, "slots", 3, "port")) == "rigs[1].slots[3].port"
     assert format_loc(()) == "(top level)"

@@ -21,6 +21,8 @@ from sim.bootloader import SLOT0, read_flash, read_slot_image
 from tests.jigd.e2e_helpers import demo, results, truth, wait_for_slot
 from tests.peers import zephyr_peer
 
+pytestmark = pytest.mark.slow  # end to end with real processes: not in `make test-fast`
+
 
 @pytest.mark.timeout(300)
 async def test_16_zephyr_hubs_on_2_rigs_balance_the_books(tmp_path: Path) -> None:

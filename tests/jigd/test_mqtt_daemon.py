@@ -33,6 +33,8 @@ from tests.jigd.mqtt_helpers import (
 )
 from tests.services import Mosquitto, free_port
 
+pytestmark = pytest.mark.slow  # end to end with real processes: not in `make test-fast`
+
 OUTAGE_S = 30.0  # the acceptance's outage
 WAIT_S = 120.0  # the longest any step of these tests may take
 

@@ -225,6 +225,7 @@ def test_status_line_counts_busy_slots_and_open_batches() -> None:
 # -- a real daemon under a notification socket -----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_daemon_notifies_ready_status_watchdog_and_stopping(tmp_path: Path) -> None:
     options = DemoOptions(

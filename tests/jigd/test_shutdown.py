@@ -27,6 +27,8 @@ from jigd.store import JournalEvent
 from jigd.store.sqlite import SqliteStore
 from tests.jigd.e2e_helpers import WAIT_S, demo, no_hub_left_unbootable, set_timeouts
 
+pytestmark = pytest.mark.slow  # end to end with real processes: not in `make test-fast`
+
 ACTIVATION: Final = frozenset({"mark_test", "reset", "await_boot", "verify", "confirm", "lock"})
 SWAPPING: Final = frozenset({"reset", "await_boot"})
 DEFAULT_BOUND_S: Final = TimeoutConfig().shutdown_s

@@ -24,6 +24,8 @@ from tests.jigd.e2e_helpers import results as _results
 from tests.jigd.e2e_helpers import set_timeouts
 from tests.jigd.e2e_helpers import wait_for_slot as _wait_for_slot
 
+pytestmark = pytest.mark.slow  # end to end with real processes: not in `make test-fast`
+
 
 @pytest.mark.timeout(400)
 async def test_96_hubs_on_3_rigs_with_light_faults(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from sim.harness import plug_usb, unplug_usb
 from sim.serve import USB_SOCKET_FILE
 from tests.jigd import e2e_helpers as e2e
 
+pytestmark = pytest.mark.slow  # end to end with real processes: not in `make test-fast`
+
 UNPLUGGED_S: Final = 1.0
 
 
