@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import dataclasses
 import hashlib
-import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -52,7 +51,13 @@ from smpclient.transport.serial import (
 )
 
 from drivers import serial
-from drivers.hub_link import FrameLimits, LinkOptions, SmpHubLink, await_reset
+from drivers.hub_link import (
+    DEFAULT_REQUEST_RETRIES,
+    FrameLimits,
+    LinkOptions,
+    SmpHubLink,
+    await_reset,
+)
 from drivers.smp_client import SmpClient
 from drivers.smp_driver import open_smp_link
 from jigd.config import SlotConfig
@@ -62,7 +67,7 @@ from sim.harness import HubHandle, HubSpec, running_hub
 from sim.hub import HubState
 from sim.image_check import inspect_image
 from sim.images import make_manufacturer_keys, make_signed_image
-from sim.native_sim import native_sim, zephyr_peers_dir
+from sim.native_sim import flash_copy, native_sim, zephyr_peers_dir
 from sim.timing import USB_FULL_SPEED, Bound, Timing, physical_bound
 
 BAUDS: Final = (115_200, 921_600)
@@ -299,11 +304,7 @@ class PeerRun:
 
 
 def _zephyr_flash(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    flash = directory / "flash.bin"
-    shutil.copyfile(zephyr_peers_dir() / "flash_init.bin", flash)
-    flash.chmod(0o644)
-    return flash
+    return flash_copy(zephyr_peers_dir() / "flash_init.bin", directory / "flash.bin")
 
 
 async def _zephyr_jigd(directory: Path, pacing: str, image: bytes) -> PeerRun:
@@ -311,11 +312,8 @@ async def _zephyr_jigd(directory: Path, pacing: str, image: bytes) -> PeerRun:
     async with native_sim(exe, _zephyr_flash(directory), *ZEPHYR_PACINGS[pacing]) as peer:
         # What a console slot gets by default (docs/hub-requirements.md).
         settings = receiver_settings(SlotConfig(slot=1, port=peer.pty, framing="console"), None)
-        options = LinkOptions(
-            timeout_s=ZEPHYR_REQUEST_TIMEOUT_S,
-            buf_size=settings.buf_size,
-            buf_count=settings.buf_count,
-            limits=settings.limits,
+        options = settings.link_options(
+            timeout_s=ZEPHYR_REQUEST_TIMEOUT_S, request_retries=DEFAULT_REQUEST_RETRIES
         )
         transport = await serial.open(peer.pty, 115200, "console", name="jigd")
         link = SmpHubLink(SmpClient(transport, timeout_s=options.timeout_s), options=options)

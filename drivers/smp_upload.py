@@ -157,8 +157,7 @@ class UploadSizing:
         self.window = min(self.window, self.max_window)
         self.drops = 0
         self._grow_after = max(1, grow_after)
-        self._streak = 0
-        self._since_drop = 0
+        self._since_drop = 0  # answers since the last loss
         self._losses_at_one = 0
         self._window_limit = self.max_window
         self._lines_limit = self.max_lines
@@ -175,10 +174,8 @@ class UploadSizing:
                 self.max_lines = max_lines = max_lines + 1
             elif self.max_window < self._window_limit:
                 self.max_window += 1
-        self._streak += 1
-        if self._streak < self._grow_after:
+        if self._since_drop % self._grow_after != 0:
             return
-        self._streak = 0
         if lines < max_lines:
             self.lines = lines + 1
         elif self.window < self.max_window:
@@ -187,7 +184,6 @@ class UploadSizing:
     def drop(self) -> bool:
         """Take a lost request into account; True if what is sent at once got smaller."""
         self.drops += 1
-        self._streak = 0
         self._since_drop = 0
         if self.lines is None:
             return False

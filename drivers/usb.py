@@ -23,6 +23,7 @@ entry point of the `jigd.usb_backends` group, called with the URL (the simulator
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import queue
@@ -367,11 +368,9 @@ def _claim(device: Any) -> tuple[int, int, int, int, int]:
     if ep_out is None or ep_in is None:
         raise LookupError("its vendor-specific interface lacks a bulk OUT or a bulk IN endpoint")
     number = int(interface.bInterfaceNumber)
-    try:
+    with contextlib.suppress(NotImplementedError):  # not on this platform: nothing to detach
         if device.is_kernel_driver_active(number):
             device.detach_kernel_driver(number)
-    except NotImplementedError:
-        pass  # not on this platform: nothing to detach
     usb.util.claim_interface(device, number)
     stale = 0
     for _ in range(DRAIN_MAX_READS):  # answers to a previous link's requests

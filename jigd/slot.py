@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from drivers.errors import DriverError, NoJigGroup, RigError
 from drivers.hub_link import (
@@ -105,32 +105,31 @@ class HubReceiverSettings:
     limits: FrameLimits
     reset_delay_s: float
 
+    def link_options(self, *, timeout_s: float, request_retries: int) -> LinkOptions:
+        """The options of a link to such a hub."""
+        return LinkOptions(
+            timeout_s=timeout_s,
+            request_retries=request_retries,
+            buf_size=self.buf_size,
+            buf_count=self.buf_count,
+            limits=self.limits,
+        )
+
 
 def receiver_settings(slot: SlotConfig, model: HubModelConfig | None) -> HubReceiverSettings:
     """Resolve the receiver settings of `slot` for a hub of `model` (its `[[hub_models]]`)."""
+    sources = [source for source in (model, slot) if source is not None]
 
-    def pick(name: str) -> float | None:
-        for source in (model, slot):
-            value = getattr(source, name) if source is not None else None
-            if value is not None:
-                return float(value)
-        return None
+    def pick(name: str, default: Any) -> Any:
+        return next((v for s in sources if (v := getattr(s, name)) is not None), default)
 
-    def pick_int(name: str, default: int | None) -> int | None:
-        value = pick(name)
-        return default if value is None else int(value)
-
-    buf_size = pick_int("buf_size", DEFAULT_BUF_SIZE) or DEFAULT_BUF_SIZE
-    buf_count = pick_int("buf_count", DEFAULT_BUF_COUNT) or DEFAULT_BUF_COUNT
-    reset_delay = pick("reset_delay_s")
     return HubReceiverSettings(
-        buf_size=buf_size,
-        buf_count=buf_count,
+        buf_size=pick("buf_size", DEFAULT_BUF_SIZE),
+        buf_count=pick("buf_count", DEFAULT_BUF_COUNT),
         limits=FrameLimits(
-            line_buffers=pick_int("line_buffers", DEFAULT_LINE_BUFFERS),
-            mtu=pick_int("mtu", None),
+            line_buffers=pick("line_buffers", DEFAULT_LINE_BUFFERS), mtu=pick("mtu", None)
         ),
-        reset_delay_s=DEFAULT_RESET_DELAY_S if reset_delay is None else reset_delay,
+        reset_delay_s=pick("reset_delay_s", DEFAULT_RESET_DELAY_S),
     )
 
 
@@ -440,14 +439,11 @@ class SlotWorker:
         hub_model = self._deps.hub_models.get(model) if model is not None else None
         return receiver_settings(self._config, hub_model)
 
-    async def _open(self, model: DeviceModel | None = None) -> HubLink:
-        receiver = self._receiver(model)
-        options = LinkOptions(
+    async def _open(self, receiver: HubReceiverSettings | None = None) -> HubLink:
+        """A link to the slot's hub, with `receiver` (default: the slot's own settings)."""
+        options = (receiver or self._receiver(None)).link_options(
             timeout_s=self._deps.timeouts.request_s,
             request_retries=self._deps.retries.request_retries,
-            buf_size=receiver.buf_size,
-            buf_count=receiver.buf_count,
-            limits=receiver.limits,
         )
         return await self._deps.driver(self._config, name=self._label, options=options)
 
@@ -605,13 +601,14 @@ class SlotWorker:
             detail = f"uploaded {bytes_sent} bytes, resumed from offset {resumed_from}"
             await store.record_stage(ref.batch_id, identity.guid, attempt, Stage.UPLOAD, detail)
 
+        receiver = self._receiver(identity.model)
         procedure = FlashProcedure(
             catalog=self._deps.catalog(),
             master_keys=self._deps.master_keys,
             pilot_models=self._deps.pilot_models,
             timeouts=self._deps.timeouts,
             label=self._label,
-            reset_delay_s=self._receiver(identity.model).reset_delay_s,
+            reset_delay_s=receiver.reset_delay_s,
             hooks=StageHooks(
                 on_stage=on_stage,
                 on_progress=on_progress,
@@ -620,7 +617,7 @@ class SlotWorker:
             ),
         )
         try:
-            link = await self._open(identity.model)
+            link = await self._open(receiver)
         except DriverError as exc:
             link_errors.append(str(exc))
             raise FlashError(Stage.IDENTIFY, exc.code, str(exc)) from exc

@@ -32,8 +32,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
-import shutil
 import struct
 import subprocess
 import threading
@@ -60,6 +58,7 @@ from sim.bootloader import (
     write_flash_atomically,
 )
 from sim.image_check import ImageKey
+from sim.native_sim import SMP_PTY_LINE
 from sim.pty_port import READ_CHUNK, Port
 from sim.slot_hub import HubState, HubStateWatch
 
@@ -78,7 +77,6 @@ _LOGGER = logging.getLogger(__name__)
 EXE_PTY_TIMEOUT_S: Final = 5.0  # process start to its "uart_1 connected" line
 EXE_STOP_TIMEOUT_S: Final = 2.0  # SIGTERM to exit, before SIGKILL
 RESET_EXIT_STATUS: Final = 1  # sys_reboot on native_sim: the process exits with status 1
-_SMP_PTY_LINE: Final = re.compile(rb"^uart_1 connected to pseudotty: (\S+)")
 # jig_hub.exe keeps its lock state at the start of storage_partition: "JIGL", then 0 or 1.
 _LOCK_RECORD: Final = struct.Struct("<II")
 _LOCK_RECORD_MAGIC: Final = 0x4C47494A
@@ -113,8 +111,7 @@ def prepare_flash(path: Path, template: Path, image: bytes) -> None:
     """A fresh flash file at `path`: a copy of `template` (the peers' `flash_init.bin`) with
     `image` in slot 0 as a confirmed image. Blocking: run it in a worker thread."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template, path)
-    flash = read_flash(path)
+    flash = read_flash(template)
     write_confirmed_image(flash, image)
     write_flash_atomically(path, flash)
     path.chmod(0o644)
@@ -399,7 +396,7 @@ class ExeHub(HubStateWatch):
             async with asyncio.timeout(EXE_PTY_TIMEOUT_S):
                 while line := await process.stdout.readline():
                     said.append(line)
-                    if match := _SMP_PTY_LINE.match(line):
+                    if match := SMP_PTY_LINE.match(line):
                         return match.group(1).decode()
         except TimeoutError:
             pass

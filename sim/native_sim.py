@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ __all__ = [
     "PEERS_ENV",
     "SMP_PTY_LINE",
     "NativeSim",
+    "flash_copy",
     "native_sim",
     "zephyr_peers_dir",
 ]
@@ -40,6 +42,14 @@ def zephyr_peers_dir() -> Path:
     if configured:
         return Path(configured)
     return Path(__file__).resolve().parents[2] / "shared" / "peers" / "zephyr"
+
+
+def flash_copy(template: Path, target: Path) -> Path:
+    """A writable copy of a flash file at `target` (an executable writes its flash in place)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, target)
+    target.chmod(0o644)
+    return target
 
 
 @dataclass

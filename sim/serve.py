@@ -50,7 +50,7 @@ from sim.exe_hub import ExeHub, prepare_flash
 from sim.faults import FaultProfile, assign_faults
 from sim.harness import image_key_of
 from sim.hub import SimHub
-from sim.image_check import FlashImage, inspect_image
+from sim.image_check import inspect_image
 from sim.images import MASTER_KEYS_FILE, ManufacturerKeys, make_manufacturer_keys, make_signed_image
 from sim.operator import DEFAULT_HANDLING_S, Operator
 from sim.pallet import Pallet
@@ -183,6 +183,20 @@ def load_keys(directory: Path, manufacturers: set[int]) -> dict[int, Manufacture
     return keys
 
 
+def _pallet_images(
+    pallet: Pallet, keys: dict[int, ManufacturerKeys], image_size: int, seed: int
+) -> dict[tuple[DeviceModel, FirmwareVersion], bytes]:
+    """Each (Device Model, Firmware Version) image on the pallet, made once with
+    `make_signed_image(keys, model, version, image_size, seed)`."""
+    images: dict[tuple[DeviceModel, FirmwareVersion], bytes] = {}
+    for entry in pallet.hubs:
+        image_id = (entry.model, entry.firmware_version)
+        if image_id not in images:
+            mfr_keys = keys[entry.model.manufacturer]
+            images[image_id] = make_signed_image(mfr_keys, *image_id, image_size, seed)
+    return images
+
+
 def build_hubs(
     pallet: Pallet,
     keys: dict[int, ManufacturerKeys],
@@ -194,21 +208,18 @@ def build_hubs(
 ) -> list[SimHub]:
     """One SimHub per pallet hub, running `make_signed_image(keys, model, version, image_size,
     image_seed)` (so a catalog built with the same arguments holds byte-identical images)."""
-    images: dict[tuple[DeviceModel, FirmwareVersion], FlashImage] = {}
+    images = {
+        image_id: inspect_image(data)
+        for image_id, data in _pallet_images(pallet, keys, image_size, image_seed).items()
+    }
     hubs = []
     for entry in pallet.hubs:
         mfr_keys = keys[entry.model.manufacturer]
-        image_id = (entry.model, entry.firmware_version)
-        if image_id not in images:
-            data = make_signed_image(
-                mfr_keys, entry.model, entry.firmware_version, image_size, image_seed
-            )
-            images[image_id] = inspect_image(data)
         hubs.append(
             SimHub(
                 guid=entry.guid,
                 model=entry.model,
-                image=images[image_id],
+                image=images[entry.model, entry.firmware_version],
                 master_key=mfr_keys.master_key,
                 image_key=image_key_of(mfr_keys),
                 timing=timings.for_model(entry.model),
@@ -262,22 +273,18 @@ def build_exe_hubs(
     Blocking (files): run it in a worker thread.
     """
     assert options.hub_exe is not None  # internal invariant: checked by check_exe_options
-    images: dict[tuple[DeviceModel, FirmwareVersion], bytes] = {}
+    exe = options.hub_exe.resolve()
+    images = _pallet_images(pallet, keys, options.image_size, options.seed)
     hubs = []
     for entry in pallet.hubs:
         mfr_keys = keys[entry.model.manufacturer]
-        image_id = (entry.model, entry.firmware_version)
-        if image_id not in images:
-            images[image_id] = make_signed_image(
-                mfr_keys, entry.model, entry.firmware_version, options.image_size, options.seed
-            )
         flash = options.directory / EXE_HUBS_DIR / f"{entry.guid.to_bytes().hex().upper()}.bin"
-        prepare_flash(flash, template, images[image_id])
+        prepare_flash(flash, template, images[entry.model, entry.firmware_version])
         hubs.append(
             ExeHub(
                 guid=entry.guid,
                 model=entry.model,
-                exe=options.hub_exe.resolve(),
+                exe=exe,
                 flash=flash.resolve(),
                 master_key=mfr_keys.master_key,
                 image_key=image_key_of(mfr_keys),

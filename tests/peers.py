@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from sim.exe_hub import ExeHub, prepare_flash
 from sim.harness import image_key_of
 from sim.hub import HubState
 from sim.images import ManufacturerKeys
-from sim.native_sim import PEERS_ENV, zephyr_peers_dir
+from sim.native_sim import PEERS_ENV, flash_copy, zephyr_peers_dir
 from sim.pty_port import PtyPort
 
 __all__ = [
@@ -55,10 +54,7 @@ def zephyr_peer(name: str) -> Path:
 
 def peer_flash_copy(directory: Path, name: str = "hub.bin") -> Path:
     """A writable copy of the peers' `flash_init.bin` (the executables write it in place)."""
-    target = directory / name
-    shutil.copyfile(zephyr_peer("flash_init.bin"), target)
-    target.chmod(0o644)
-    return target
+    return flash_copy(zephyr_peer("flash_init.bin"), directory / name)
 
 
 @asynccontextmanager

@@ -24,19 +24,22 @@ from tests.peers import zephyr_peer
 pytestmark = pytest.mark.slow  # end to end with real processes: not in `make test-fast`
 
 
+def exe_demo(workdir: Path, exe: str, **options: Any) -> DemoOptions:
+    """`jigd demo --hub-exe EXE` options, as the CLI sets them for Zephyr hubs."""
+    return DemoOptions(
+        workdir=workdir,
+        hub_exe=zephyr_peer(exe),
+        faults="none",
+        framing="console",
+        live=False,
+        **options,
+    )
+
+
 @pytest.mark.timeout(300)
 async def test_16_zephyr_hubs_on_2_rigs_balance_the_books(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
-    options = DemoOptions(
-        hubs=16,
-        rigs=2,
-        workdir=workdir,
-        hub_exe=zephyr_peer("jig_hub.exe"),
-        faults="none",
-        framing="console",
-        image_size=64 * 1024,
-        live=False,
-    )
+    options = exe_demo(workdir, "jig_hub.exe", hubs=16, rigs=2, image_size=64 * 1024)
     code, lines = await demo(options)
     assert code == 0, "\n".join(lines[-60:])
     rows = results(workdir)
@@ -77,20 +80,17 @@ async def test_stock_zephyr_hubs_fail_identify_with_no_jig_group(tmp_path: Path)
                 )
             )
 
-    options = DemoOptions(
+    options = exe_demo(
+        workdir,
+        "smp_svr.exe",
         hubs=2,
         rigs=1,
         slots=2,
-        workdir=workdir,
-        hub_exe=zephyr_peer("smp_svr.exe"),
-        faults="none",
-        framing="console",
         image_size=16 * 1024,
         missing=0,
         extra=0,
         current=0,
         timeout_s=8,
-        live=False,
     )
     code, lines = await demo(options, during=watch)
     # Such hubs cannot be identified, so the batch never balances: the demo gives up.

@@ -19,7 +19,7 @@ from typing import Final
 import pytest
 
 from drivers import serial
-from drivers.hub_link import LinkOptions, SmpHubLink, await_reset
+from drivers.hub_link import SmpHubLink, await_reset
 from drivers.smp_client import SmpClient
 from firmware_catalog import Catalog, CatalogEntry, Status
 from jigd.config import SlotConfig, TimeoutConfig
@@ -80,12 +80,7 @@ async def bench(tmp_path: Path, *, catalog_signer: int = SEED) -> AsyncIterator[
 async def link_to(port: Path) -> AsyncIterator[SmpHubLink]:
     """A link with a console slot's default settings, as the station opens one."""
     settings = receiver_settings(SlotConfig(slot=1, port=str(port), framing="console"), None)
-    options = LinkOptions(
-        timeout_s=TIMEOUTS.request_s,
-        buf_size=settings.buf_size,
-        buf_count=settings.buf_count,
-        limits=settings.limits,
-    )
+    options = settings.link_options(timeout_s=TIMEOUTS.request_s, request_retries=3)
     transport = await serial.open(str(port), 115200, "console", name="rig1/slot1")
     link = SmpHubLink(SmpClient(transport, timeout_s=options.timeout_s), options=options)
     try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from smp import image_management as smpimg
@@ -90,3 +94,18 @@ async def reset(wire: Wire, handle: HubHandle) -> None:
     assert body(await wire.request(smpos.ResetWriteRequest())) == {}
     await handle.hub.wait_for_state(HubState.BOOTING, timeout_s=2.0)
     await handle.hub.wait_for_state(HubState.RUNNING, HubState.BRICKED, timeout_s=5.0)
+
+
+@asynccontextmanager
+async def jigsim_serve(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`jigsim serve ARGS` as a separate process, its stdout piped; killed on the way out if
+    the test did not stop it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sim.cli", "serve", *args, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

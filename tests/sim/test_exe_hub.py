@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import json
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from sim.hub import HubState
 from sim.image_check import inspect_image
 from sim.images import ManufacturerKeys, make_manufacturer_keys, make_signed_image
 from tests.peers import served_exe_hub, zephyr_peer
+from tests.sim.helpers import jigsim_serve
 from tests.sim.wire import LineWire, Wire, body
 
 GUID: Final = Guid.parse("00-DB-12-34-56-78-90-A1")
@@ -207,16 +207,10 @@ async def test_jigsim_serve_runs_exe_hubs_with_power_cycling_and_leaves_no_proce
     zephyr_peer("flash_init.bin")  # beside the executable: the default flash template
     rigs = tmp_path / "rigs"
     truth_path = tmp_path / "truth.json"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sim.cli",
-        "serve",
+    async with jigsim_serve(
         *("--dir", str(rigs), "--rigs", "1", "--slots", "1", "--hubs", "1"),
         *("--hub-exe", str(exe), "--ground-truth", str(truth_path), "--handling-s", "0.01"),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
+    ) as process:
         assert process.stdout is not None
         ready = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT_S)
         assert ready.startswith(b"jigsim: serving 1 rig(s) x 1 slot(s)")
@@ -236,10 +230,6 @@ async def test_jigsim_serve_runs_exe_hubs_with_power_cycling_and_leaves_no_proce
         (hub,) = json.loads(truth_path.read_text(encoding="utf-8"))["hubs"]
         assert (hub["where"], hub["locked"], hub["confirmed"]) == ("slot", True, True)
         assert hub["active_version"] is not None
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def _answer(wire: Wire, request: jig_group.IdentityReadRequest) -> dict[str, Any]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import tomllib
 from pathlib import Path
 
 from drivers import jig_group
 from sim.cli import main as jigsim
+from tests.sim.helpers import jigsim_serve
 from tests.sim.wire import LineWire, Wire, body
 
 START_TIMEOUT_S = 20.0
@@ -49,18 +49,12 @@ async def test_serve_runs_rigs_and_operator_and_writes_ground_truth(tmp_path: Pa
     assert jigsim(["pallet", "--hubs", "3", "--out", str(pallet), "--missing", "1"]) == 0
     truth_path = tmp_path / "truth.json"
     rigs = tmp_path / "rigs"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sim.cli",
-        "serve",
+    async with jigsim_serve(
         *("--dir", str(rigs), "--rigs", "1", "--slots", "2"),
         *("--pallet", str(pallet), "--keys", str(keys), "--ground-truth", str(truth_path)),
         *("--handling-s", "0.01", "--image-size", "8192"),
         *("--boot-s", "0.02", "--swap-s", "0.05", "--reset-s", "0.01"),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
+    ) as process:
         assert process.stdout is not None
         ready = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT_S)
         assert ready.startswith(b"jigsim: serving 1 rig(s) x 2 slot(s)")
@@ -98,10 +92,6 @@ async def test_serve_runs_rigs_and_operator_and_writes_ground_truth(tmp_path: Pa
         assert await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S) == 0
         assert json.loads(truth_path.read_text(encoding="utf-8"))["hubs"]
         assert not _exists(rigs / "rig1" / "ctl")
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 def test_serve_refuses_a_missing_keys_directory(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import errno
 import json
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ import usb.util
 from drivers import jig_group
 from sim.cli import main as jigsim
 from sim.usb_backend import SimUsbBackend, backend_from_url
+from tests.sim.helpers import jigsim_serve
 from tests.sim.wire import LineWire
 
 START_TIMEOUT_S: Final = 20.0
@@ -40,17 +40,11 @@ T = TypeVar("T")
 async def serving(tmp_path: Path, *args: str) -> AsyncIterator[list[str]]:
     """`jigsim serve` with 2 rigs of 2 slots (rig 1 serial, rig 2 USB); its first output lines."""
     rigs = tmp_path / "rigs"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sim.cli",
-        "serve",
+    async with jigsim_serve(
         *("--dir", str(rigs), "--rigs", "2", "--slots", "2", "--seed", "4"),
         *("--handling-s", "0.01", "--image-size", "8192", "--boot-s", "0.02"),
         *args,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
+    ) as process:
         assert process.stdout is not None
         lines = []
         for _ in range(3):  # ready line, the bus, the USB rig's ports
@@ -60,10 +54,6 @@ async def serving(tmp_path: Path, *args: str) -> AsyncIterator[list[str]]:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S) == 0
         assert not (rigs / "usb.sock").exists()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def until(check: Callable[[], T | None], what: str) -> T:
