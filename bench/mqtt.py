@@ -31,12 +31,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jigd.mqtt
+import jigd.mqtt_client
 from jigd.config import MqttConfig
+from jigd.events import GuidResult
 from jigd.manifest import parse_manifest
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome
 from jigd.mqtt import MqttPublisher
-from jigd.store import GuidResult
 from jigd.store.sqlite import SqliteStore
 from tests.services import Mosquitto
 
@@ -51,7 +51,7 @@ class AckClock:
 
     def __init__(self) -> None:
         self.acked: dict[str, float] = {}
-        self._original = jigd.mqtt._BrokerClient.publish_confirmed
+        self._original = jigd.mqtt_client.BrokerClient.publish_confirmed
 
     def install(self) -> None:
         original = self._original
@@ -61,10 +61,10 @@ class AckClock:
             await original(client, topic, payload, **kwargs)
             acked[topic] = time.monotonic()
 
-        jigd.mqtt._BrokerClient.publish_confirmed = timed  # type: ignore[method-assign,assignment]
+        jigd.mqtt_client.BrokerClient.publish_confirmed = timed  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
-        jigd.mqtt._BrokerClient.publish_confirmed = self._original  # type: ignore[method-assign]
+        jigd.mqtt_client.BrokerClient.publish_confirmed = self._original  # type: ignore[method-assign]
 
 
 SUBSCRIBER = """

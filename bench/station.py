@@ -264,14 +264,14 @@ async def _observe(
 
     async def during(run: DemoRun) -> None:
         ready.append(time.time())
-        if run.daemon.popen is None or run.sim.popen is None:
+        if run.daemon.proc is None or run.sim.proc is None:
             problems.append(RuntimeError("the demo's processes are not running"))
             return
         try:
             next_status = time.monotonic()
             while True:
-                daemon.append(_proc_sample(run.daemon.popen.pid))
-                sim.append(_proc_sample(run.sim.popen.pid))
+                daemon.append(_proc_sample(run.daemon.proc.pid))
+                sim.append(_proc_sample(run.sim.proc.pid))
                 bench.append(_proc_sample(os.getpid()))
                 host.append(_host_sample())
                 if poll_status and time.monotonic() >= next_status:

@@ -1,4 +1,6 @@
-"""Rig controller client: the ASCII line protocol of a rig's controller board (DESIGN.md).
+"""Rig controller client: the ASCII line protocol of a rig's controller board.
+
+The protocol is a contract: docs/architecture.md, "Rig controller".
 
     PING                     -> OK
     PRESENCE?                -> PRESENCE 10110000     (slot 1 first)

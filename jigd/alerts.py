@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from jigd.events import AlertKind, GuidResult
 from jigd.model import DeviceModel, Guid, Outcome
-from jigd.payloads import AlertKind
 from jigd.station import StationObserver
-from jigd.store import GuidResult, Store, StoreError
+from jigd.store import Store, StoreError
 
 __all__ = ["NO_FIRMWARE_REPEAT_S", "AlertRecorder"]
 

@@ -2,42 +2,46 @@
 
 Run `python -m jigd.asyncapi` to write docs/asyncapi.yaml (`--check` only compares). The message
 schemas are the pydantic models' JSON schemas (serialisation mode: what jigd sends), hoisted
-into `components.schemas`; topics, QoS, retain flags and examples come from jigd.payloads and
-jigd.mqtt, so the document cannot drift from the code without a test failing.
+into `components.schemas`; topics, QoS, retain flags and examples come from jigd.payloads,
+jigd.events, jigd.mqtt and jigd.mqtt_settings, so the document cannot drift from the code
+without a test failing.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from jigd.docgen import dump_yaml, generated_document_main
+from jigd.events import (
+    AlertKind,
+    BatchStatus,
+    Event,
+    GuidResult,
+    SlotStatus,
+    alert_event,
+    result_event,
+)
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, SlotState, Stage
-from jigd.mqtt import CONTENT_TYPE, DEFAULT_PORT
+from jigd.mqtt import CONTENT_TYPE
+from jigd.mqtt_settings import DEFAULT_PORT
 from jigd.payloads import (
     SLOT_EXPIRY_S,
-    AlertKind,
     AlertPayload,
-    Outgoing,
     ResultPayload,
     SlotPayload,
     StatusPayload,
     SummaryPayload,
-    alert_message,
-    result_message,
     slot_message,
     status_message,
-    summary_message,
 )
-from jigd.slot import SlotStatus
-from jigd.store import BatchInfo, BatchStatus, GuidResult
+from jigd.store import BatchInfo, summary_event
 
 __all__ = ["DOCUMENT_PATH", "build", "main", "render"]
 
@@ -57,8 +61,8 @@ _GUID: Final = Guid.parse("00-DB-12-34-56-78-90-A0")
 _MODEL: Final = DeviceModel.parse("1086/57310102")
 
 
-def _example(message: Outgoing, event_id: str) -> dict[str, Any]:
-    payload = message.payload.model_copy(update={"event_id": event_id})
+def _example(event: Event, event_id: str) -> dict[str, Any]:
+    payload = event.model_copy(update={"event_id": event_id})
     data: dict[str, Any] = payload.model_dump(mode="json", by_alias=True)
     return data
 
@@ -133,23 +137,24 @@ def _examples() -> dict[str, list[dict[str, Any]]]:
     event = "{:032x}".format
     return {
         "status": [
-            _example(status_message("online", None, version="0.1.0", now=_T0), event(1)),
+            _example(status_message("online", None, version="0.1.0", now=_T0).payload, event(1)),
             _example(
-                status_message("offline", "connection_lost", version="0.1.0", now=_T0), event(2)
+                status_message("offline", "connection_lost", version="0.1.0", now=_T0).payload,
+                event(2),
             ),
         ],
-        "slot": [_example(slot_message(busy, now=_T0), event(3))],
+        "slot": [_example(slot_message(busy, now=_T0).payload, event(3))],
         "result": [
-            _example(result_message(result, now=_T0), event(4)),
-            _example(result_message(failed, now=_T0), event(5)),
+            _example(result_event(result, now=_T0), event(4)),
+            _example(result_event(failed, now=_T0), event(5)),
         ],
         "summary": [
-            _example(summary_message(open_batch, None, now=_T0), event(6)),
-            _example(summary_message(closed_batch, guid_lists, now=_T0), event(7)),
+            _example(summary_event(open_batch, None, now=_T0), event(6)),
+            _example(summary_event(closed_batch, guid_lists, now=_T0), event(7)),
         ],
         "alert": [
             _example(
-                alert_message(
+                alert_event(
                     AlertKind.RIG_OFFLINE,
                     rig=2,
                     detail="controller not answering",
@@ -159,7 +164,7 @@ def _examples() -> dict[str, list[dict[str, Any]]]:
                 event(8),
             ),
             _example(
-                alert_message(
+                alert_event(
                     AlertKind.NO_FIRMWARE,
                     rig=1,
                     slot=5,
@@ -427,29 +432,13 @@ def build() -> dict[str, Any]:
 
 def render() -> str:
     """The document as the YAML text docs/asyncapi.yaml holds."""
-    text = yaml.safe_dump(build(), sort_keys=False, allow_unicode=True, width=100)
-    return _HEADER + text
+    return dump_yaml(_HEADER, build())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jigd.asyncapi", description="Write the AsyncAPI document of jigd's MQTT."
+    return generated_document_main(
+        "jigd.asyncapi", "Write the AsyncAPI document of jigd's MQTT.", DOCUMENT_PATH, render, argv
     )
-    parser.add_argument("--out", type=Path, default=DOCUMENT_PATH, help="default: %(default)s")
-    parser.add_argument(
-        "--check", action="store_true", help="only compare; exit 1 if the file differs"
-    )
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
-        if current != text:
-            print(f"{args.out} is out of date: run python -m jigd.asyncapi", file=sys.stderr)
-            return 1
-        return 0
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

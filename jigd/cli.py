@@ -59,7 +59,7 @@ def setup_logging(verbose: bool) -> None:
 def _run(args: argparse.Namespace) -> int:
     from firmware_catalog import CatalogError
     from jigd.daemon import run_daemon
-    from jigd.mqtt import MqttConfigError
+    from jigd.mqtt_settings import MqttConfigError
     from jigd.secrets import SecretsError
     from jigd.store import StoreError
 
@@ -94,7 +94,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 def _demo(args: argparse.Namespace) -> int:
     from jigd.demo import demo_options_from, run_demo, stop_on_signal
-    from jigd.mqtt import MqttConfigError
+    from jigd.mqtt_settings import MqttConfigError
 
     if args.hubs < 1 or args.rigs < 1:
         print("error: --hubs and --rigs must be at least 1", file=sys.stderr)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jigd.model import DeviceModelField
+from jigd.store import StoreUrlError, resolve_store_url
+from jigd.store.sqlite import sqlite_url
 
 __all__ = [
     "ConfigError",
@@ -24,6 +26,7 @@ __all__ = [
     "SecretsConfig",
     "SlotConfig",
     "StationConfig",
+    "StoreConfig",
     "TimeoutConfig",
     "format_loc",
     "load_config",
@@ -196,6 +199,18 @@ class TimeoutConfig(_Strict):
     )
 
 
+class StoreConfig(_Strict):
+    """Where the store (batches, results, journal, outbox) lives."""
+
+    url: str | None = Field(
+        default=None,
+        description=(
+            "the store's URL: `sqlite:///absolute/path.sqlite3` or `sqlite:relative/path.sqlite3` "
+            "(relative to this file); the default is store_path's file"
+        ),
+    )
+
+
 class StationConfig(_Strict):
     """The whole configuration of one station."""
 
@@ -223,10 +238,36 @@ class StationConfig(_Strict):
     hub_models: list[HubModelConfig] = Field(
         default_factory=list, description="receiver settings per Device Model"
     )
+    store: StoreConfig = StoreConfig()
     mqtt: MqttConfig = MqttConfig()
     secrets: SecretsConfig = SecretsConfig()
     retries: RetryConfig = RetryConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
+
+    def to_toml(self, comment: str = "") -> str:
+        """The settings this config was given (defaults left out) as TOML text that
+        `load_config` reads back as the same config; `comment` goes first, as `# ` lines."""
+        import tomli_w
+
+        data: dict[str, Any] = self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+        head = "".join(f"# {line}\n" for line in comment.splitlines())
+        return head + tomli_w.dumps(data)
+
+    @property
+    def store_url(self) -> str:
+        """The store's URL: `store.url`, or the `sqlite:` URL of store_path."""
+        if self.store.url is not None:
+            return self.store.url
+        return sqlite_url(self.store_path)
+
+    @model_validator(mode="after")
+    def _one_store_location(self) -> StationConfig:
+        if self.store.url is not None and "store_path" in self.model_fields_set:
+            raise ValueError(
+                "store_path and store.url both say where the store is; give only one "
+                "(store.url, e.g. sqlite:///var/lib/jigd/jigd.sqlite3)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_rigs_and_ports(self) -> StationConfig:
@@ -273,7 +314,14 @@ def load_config(path: Path) -> StationConfig:
     except ValidationError as exc:
         problems = [f"{format_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(path, problems) from None
-    return _resolve_paths(config, path.parent)
+    config = _resolve_paths(config, path.parent)
+    if config.store.url is not None:
+        try:
+            url = resolve_store_url(config.store.url, path.parent)
+        except StoreUrlError as exc:
+            raise ConfigError(path, [f"store.url: {exc}"]) from None
+        config = config.model_copy(update={"store": StoreConfig(url=url)})
+    return config
 
 
 _M = TypeVar("_M", bound=BaseModel)

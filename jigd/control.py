@@ -12,7 +12,8 @@
 | POST | /v1/catalog/reload | re-read the firmware catalog |
 
 Errors are `{error, problems?}` with 400 for bad input, 404 for an unknown batch, 409 for a
-state conflict (closing a closed or busy batch).
+state conflict (closing a closed or busy batch). The request and response models, shared with
+`jigctl`, are in jigd.control_api; docs/openapi.yaml is generated from them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -28,21 +29,21 @@ from typing import Any, Final
 from aiohttp import web
 
 from firmware_catalog import CatalogError
+from jigd import control_api as api
+from jigd.events import BatchStatus, SlotStatus
 from jigd.manifest import ManifestError, parse_manifest
 from jigd.model import SlotState
 from jigd.reports import render_reports
-from jigd.slot import SlotStatus
 from jigd.station import Station
 from jigd.store import (
     BatchBusyError,
     BatchClosedError,
     BatchInfo,
-    BatchStatus,
     StoreError,
     UnknownBatchError,
 )
 
-__all__ = ["batch_json", "serve_control", "slot_json"]
+__all__ = ["batch_view", "serve_control", "slot_view"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,144 +51,153 @@ SOCKET_MODE: Final = 0o660
 MAX_MANIFEST_BYTES: Final = 16 * 1024 * 1024
 
 
-def slot_json(status: SlotStatus) -> dict[str, Any]:
-    return {
-        "rig": status.rig,
-        "slot": status.slot,
-        "state": str(status.state),
-        "guid": None if status.guid is None else str(status.guid),
-        "batch": status.batch_id,
-        "stage": None if status.stage is None else str(status.stage),
-        "progress": round(status.progress, 1),
-        "attempts": status.attempts,
-        "outcome": None if status.outcome is None else str(status.outcome),
-        "detail": status.detail,
-        "seconds_in_state": round(time.monotonic() - status.since, 1),
-    }
+def slot_view(status: SlotStatus) -> api.SlotView:
+    return api.SlotView(
+        rig=status.rig,
+        slot=status.slot,
+        state=status.state,
+        guid=status.guid,
+        batch=status.batch_id,
+        stage=status.stage,
+        progress=round(status.progress, 1),
+        attempts=status.attempts,
+        outcome=status.outcome,
+        detail=status.detail,
+        seconds_in_state=round(time.monotonic() - status.since, 1),
+    )
 
 
-def batch_json(info: BatchInfo) -> dict[str, Any]:
+def _batch_fields(info: BatchInfo) -> dict[str, Any]:
     return {
         "batch": info.batch_id,
         "booking": info.booking,
         "party": info.party,
         "source": info.source,
-        "status": str(info.status),
-        "created_at": info.created_at.isoformat(),
-        "closed_at": None if info.closed_at is None else info.closed_at.isoformat(),
+        "status": info.status,
+        "created_at": info.created_at,
+        "closed_at": info.closed_at,
         "expected": info.expected,
         "received": info.received,
         "pending": info.pending,
-        "counts": {str(k): v for k, v in info.counts.items()},
+        "counts": dict(info.counts),
     }
 
 
-def _error(status: int, message: str, problems: list[str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message}
-    if problems:
-        body["problems"] = problems
-    return web.json_response(body, status=status)
+def batch_view(info: BatchInfo) -> api.BatchView:
+    return api.BatchView(**_batch_fields(info))
+
+
+def _json(model: api.ApiModel, status: int = 200) -> web.Response:
+    return web.json_response(model.to_json(), status=status)
+
+
+_Handler = Callable[[web.Request], Awaitable[api.ApiModel]]
 
 
 class _Api:
     def __init__(self, station: Station) -> None:
         self.station = station
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def status(self, request: web.Request) -> api.StatusResponse:
         station = self.station
         rate = station.throughput.per_second()
         batches = []
         for info in await station.store.list_batches(BatchStatus.OPEN):
-            item = batch_json(info)
             busy = sum(
                 1
                 for s in station.slots()
                 if s.batch_id == info.batch_id and s.state is SlotState.BUSY
             )
-            item["eta_s"] = round(info.pending / rate, 0) if rate and info.pending else None
-            item["busy_slots"] = busy
-            batches.append(item)
+            eta = round(info.pending / rate, 0) if rate and info.pending else None
+            batches.append(api.OpenBatchView(**_batch_fields(info), eta_s=eta, busy_slots=busy))
         rigs = [
-            {
-                "rig": rig.rig,
-                "up": rig.up,
-                "slots": [slot_json(w.status) for w in rig.workers.values()],
-            }
+            api.RigView(
+                rig=rig.rig, up=rig.up, slots=[slot_view(w.status) for w in rig.workers.values()]
+            )
             for rig in station.rigs
         ]
-        return web.json_response(
-            {
-                "station": station.config.station,
-                "uptime_s": round(time.monotonic() - station.started, 1),
-                "hubs_per_hour": None if rate is None else round(rate * 3600, 1),
-                "loop_lag_ms": station.loop_lag.summary().as_json(),
-                "outbox_depth": await station.store.outbox_depth(),
-                "rigs": rigs,
-                "batches": batches,
-            }
+        lag = station.loop_lag.summary().as_json()
+        return api.StatusResponse(
+            station=station.config.station,
+            uptime_s=round(time.monotonic() - station.started, 1),
+            hubs_per_hour=None if rate is None else round(rate * 3600, 1),
+            loop_lag_ms=api.LoopLag(**lag),
+            outbox_depth=await station.store.outbox_depth(),
+            rigs=rigs,
+            batches=batches,
         )
 
-    async def list_batches(self, request: web.Request) -> web.Response:
+    async def list_batches(self, request: web.Request) -> api.BatchList:
         infos = await self.station.store.list_batches()
-        return web.json_response({"batches": [batch_json(i) for i in infos]})
+        return api.BatchList(batches=[batch_view(i) for i in infos])
 
-    async def import_batch(self, request: web.Request) -> web.Response:
+    async def import_batch(self, request: web.Request) -> api.BatchImported:
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "the request body is not JSON")
-        fields = {k: body.get(k) for k in ("manifest", "source", "booking", "party")}
-        missing = [k for k, v in fields.items() if not isinstance(v, str) or not v.strip()]
-        if missing:
-            return _error(400, f"missing or empty: {', '.join(missing)}")
-        manifest = str(fields["manifest"]).encode("utf-8")
+            text = await request.text()
+        except ValueError:  # not UTF-8
+            text = ""
+        body = api.BatchImportRequest.parse(text)
+        manifest = body.manifest.encode("utf-8")
         if len(manifest) > MAX_MANIFEST_BYTES:
-            return _error(400, f"the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-        source = str(fields["source"])
+            raise api.ApiError(400, f"the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+        source = body.source
         try:
             rows = await asyncio.to_thread(parse_manifest, manifest, source)
             batch_id = await self.station.store.import_batch(
-                rows, str(fields["booking"]).strip(), str(fields["party"]).strip(), source
+                rows, body.booking.strip(), body.party.strip(), source
             )
         except ManifestError as exc:
-            return _error(400, f"{source}: the manifest was not imported", exc.problems)
-        return web.json_response({"batch": batch_id, "guids": len(rows)}, status=201)
+            raise api.ApiError(
+                400, f"{source}: the manifest was not imported", exc.problems
+            ) from None
+        return api.BatchImported(batch=batch_id, guids=len(rows))
 
-    async def show_batch(self, request: web.Request) -> web.Response:
-        info = await self.station.store.get_batch(request.match_info["batch"])
-        return web.json_response(batch_json(info))
+    async def show_batch(self, request: web.Request) -> api.BatchView:
+        return batch_view(await self.station.store.get_batch(request.match_info["batch"]))
 
-    async def close_batch(self, request: web.Request) -> web.Response:
-        info = await self.station.store.close_batch(request.match_info["batch"])
-        return web.json_response(batch_json(info))
+    async def close_batch(self, request: web.Request) -> api.BatchView:
+        return batch_view(await self.station.store.close_batch(request.match_info["batch"]))
 
-    async def report(self, request: web.Request) -> web.Response:
+    async def report(self, request: web.Request) -> api.ReportFiles:
         files = await render_reports(self.station.store, request.match_info["batch"])
-        return web.json_response({"files": files})
+        return api.ReportFiles(files=files)
 
-    async def rejected(self, request: web.Request) -> web.Response:
+    async def rejected(self, request: web.Request) -> api.RejectedList:
         hubs = await self.station.store.list_rejected()
-        return web.json_response(
-            {
-                "rejected": [
-                    {
-                        "guid": str(h.guid),
-                        "rig": h.rig,
-                        "slot": h.slot,
-                        "reason": h.reason,
-                        "ts": h.ts.isoformat(),
-                    }
-                    for h in hubs
-                ]
-            }
+        return api.RejectedList(
+            rejected=[
+                api.RejectedHubView(guid=h.guid, rig=h.rig, slot=h.slot, reason=h.reason, ts=h.ts)
+                for h in hubs
+            ]
         )
 
-    async def reload_catalog(self, request: web.Request) -> web.Response:
+    async def reload_catalog(self, request: web.Request) -> api.CatalogReloaded:
         try:
             count = await asyncio.to_thread(self.station.reload_catalog)
         except CatalogError as exc:
-            return _error(400, str(exc))
-        return web.json_response({"entries": count})
+            raise api.ApiError(400, str(exc)) from None
+        return api.CatalogReloaded(entries=count)
+
+    def handlers(self) -> dict[str, _Handler]:
+        """Each endpoint's handler by operation id."""
+        return {
+            api.STATUS.operation_id: self.status,
+            api.BATCHES.operation_id: self.list_batches,
+            api.IMPORT_BATCH.operation_id: self.import_batch,
+            api.BATCH.operation_id: self.show_batch,
+            api.CLOSE_BATCH.operation_id: self.close_batch,
+            api.REPORT.operation_id: self.report,
+            api.REJECTED.operation_id: self.rejected,
+            api.RELOAD_CATALOG.operation_id: self.reload_catalog,
+        }
+
+
+def _route(endpoint: api.Endpoint[Any], handler: _Handler) -> web.RouteDef:
+    async def respond(request: web.Request) -> web.Response:
+        model = await handler(request)
+        return _json(model, endpoint.status)
+
+    return web.route(endpoint.method, endpoint.path, respond)
 
 
 @web.middleware
@@ -196,30 +206,21 @@ async def _errors(
 ) -> web.StreamResponse:  # aiohttp's handler type is untyped
     try:
         response: web.StreamResponse = await handler(request)
+    except api.ApiError as exc:
+        return _json(exc.body, exc.status)
     except UnknownBatchError as exc:
-        return _error(404, str(exc))
+        return _json(api.ErrorResponse(error=str(exc)), 404)
     except (BatchClosedError, BatchBusyError) as exc:
-        return _error(409, str(exc))
+        return _json(api.ErrorResponse(error=str(exc)), 409)
     except StoreError as exc:
-        return _error(400, str(exc))
+        return _json(api.ErrorResponse(error=str(exc)), 400)
     return response
 
 
 def make_app(station: Station) -> web.Application:
-    api = _Api(station)
+    handlers = _Api(station).handlers()
     app = web.Application(middlewares=[_errors], client_max_size=MAX_MANIFEST_BYTES * 2)
-    app.add_routes(
-        [
-            web.get("/v1/status", api.status),
-            web.get("/v1/batches", api.list_batches),
-            web.post("/v1/batches", api.import_batch),
-            web.get("/v1/batches/{batch}", api.show_batch),
-            web.post("/v1/batches/{batch}/close", api.close_batch),
-            web.get("/v1/batches/{batch}/report", api.report),
-            web.get("/v1/rejected", api.rejected),
-            web.post("/v1/catalog/reload", api.reload_catalog),
-        ]
-    )
+    app.add_routes([_route(e, handlers[e.operation_id]) for e in api.ENDPOINTS])
     return app
 
 

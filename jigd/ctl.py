@@ -11,24 +11,26 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import aiohttp
+from pydantic import ValidationError
 
+from jigd import control_api as api
 from jigd.cli_common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, make_parser
 from jigd.config import ConfigError, load_config
+from jigd.liveview import batch_line, redraw, render_status, timestamped
 
 __all__ = ["ControlClient", "ControlError", "main", "render_status"]
 
 DEFAULT_CONFIG: Final = Path("/etc/jigd/jigd.toml")
 REQUEST_TIMEOUT_S: Final = 30.0
 WATCH_INTERVAL_S: Final = 0.5
-BAR_WIDTH: Final = 20
+
+_R = TypeVar("_R", bound=api.ApiModel)
 
 
 class ControlError(Exception):
@@ -47,6 +49,7 @@ class ControlClient:
         self.socket_path = socket_path
 
     async def request(self, method: str, path: str, body: object | None = None) -> Any:
+        """One request; the response's JSON as Python data (ControlError for an error)."""
         connector = aiohttp.UnixConnector(path=str(self.socket_path))
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
         try:
@@ -57,9 +60,8 @@ class ControlClient:
                 data = await response.json(content_type=None)
                 if response.status >= 400:
                     code = EXIT_BAD_INPUT if response.status in (400, 404) else EXIT_FAILURE
-                    raise ControlError(
-                        str(data.get("error", response.reason)), code, data.get("problems")
-                    )
+                    error = _error_body(data, str(response.reason))
+                    raise ControlError(error.error, code, error.problems)
                 return data
         except (aiohttp.ClientConnectionError, FileNotFoundError, TimeoutError) as exc:
             raise ControlError(
@@ -68,115 +70,78 @@ class ControlClient:
                 EXIT_FAILURE,
             ) from exc
 
+    async def call(
+        self, endpoint: api.Endpoint[_R], batch: str | None = None, body: api.ApiModel | None = None
+    ) -> _R:
+        """One endpoint's request (`batch` fills in its path), its response parsed."""
+        url = endpoint.url(batch)
+        data = await self.request(endpoint.method, url, None if body is None else body.to_json())
+        try:
+            return endpoint.response.model_validate(data)
+        except ValidationError as exc:
+            raise ControlError(
+                f"jigd answered {endpoint.method} {url} with what this jigctl does not read "
+                f"({exc.error_count()} problem(s)); are both the same version?",
+                EXIT_FAILURE,
+            ) from exc
 
-def _bar(percent: float) -> str:
-    filled = round(BAR_WIDTH * percent / 100)
-    return "#" * filled + "." * (BAR_WIDTH - filled)
+    async def save_report(self, batch: str, out: Path) -> list[Path]:
+        """Write a batch's report files into `out`, as `jigctl report` does; their paths."""
+        from jigd.reports import write_report_files
 
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-def render_status(status: dict[str, Any]) -> str:
-    """A text table of rigs, slots and open batches, as `jigctl status` and `watch` show it."""
-    lines = [
-        f"station {status['station']}   up {_eta(status['uptime_s'])}   "
-        f"{status['hubs_per_hour'] or '-'} hubs/h   "
-        f"outbox {status.get('outbox_depth', '-')}"
-    ]
-    for batch in status["batches"]:
-        counts = batch["counts"]
-        done = batch["expected"] - batch["pending"]
-        percent = 100.0 * done / batch["expected"] if batch["expected"] else 100.0
-        lines.append(
-            f"batch {batch['batch']} ({batch['booking']}, {batch['party']}) "
-            f"[{_bar(percent)}] {done}/{batch['expected']}  "
-            f"reflashed {counts['reflashed']}  current {counts['already_current']}  "
-            f"failed {counts['failed']}  ETA {_eta(batch['eta_s'])}"
-        )
-    lines.append(f"{'slot':<12}{'state':<10}{'guid':<25}{'stage':<14}{'progress':<28}att")
-    for rig in status["rigs"]:
-        for slot in rig["slots"]:
-            name = f"rig{slot['rig']}/slot{slot['slot']}"
-            state = slot["state"] if rig["up"] else "offline"
-            progress = ""
-            if slot["state"] == "busy" and slot["stage"] == "upload":
-                progress = f"[{_bar(slot['progress'])}] {slot['progress']:5.1f}%"
-            stage = slot["stage"] or slot["outcome"] or slot["detail"] or ""
-            lines.append(
-                f"{name:<12}{state:<10}{slot['guid'] or '-':<25}{stage:<14}{progress:<28}"
-                f"{slot['attempts'] or ''}"
-            )
-    return "\n".join(lines)
+        files = (await self.call(api.REPORT, batch)).files
+        await asyncio.to_thread(write_report_files, out, files)
+        return [out / name for name in sorted(files)]
 
 
-def _print_batch(batch: dict[str, Any]) -> None:
-    counts = ", ".join(f"{k} {v}" for k, v in batch["counts"].items())
-    print(
-        f"{batch['batch']}  {batch['status']:<6}  booking {batch['booking']}  party "
-        f"{batch['party']}  expected {batch['expected']}  received {batch['received']}  "
-        f"pending {batch['pending']}  ({counts})"
-    )
+def _error_body(data: object, reason: str) -> api.ErrorResponse:
+    try:
+        return api.ErrorResponse.model_validate(data)
+    except ValidationError:
+        return api.ErrorResponse(error=reason)
 
 
 async def _run(args: argparse.Namespace, client: ControlClient) -> int:
     command = args.command
     if command == "status":
-        print(render_status(await client.request("GET", "/v1/status")))
+        print(render_status(await client.call(api.STATUS)))
     elif command == "watch":
         await _watch(client, args.once)
     elif command == "report":
-        data = await client.request("GET", f"/v1/batches/{args.batch}/report")
-        out: Path = args.out
-        await asyncio.to_thread(_write_report, out, data["files"])
-        for name in sorted(data["files"]):
-            print(out / name)
+        for written in await client.save_report(args.batch, args.out):
+            print(written)
     elif args.batch_command == "import":
         path: Path = args.manifest
         try:
             text = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
             raise ControlError(f"{path}: cannot read: {exc.strerror}", EXIT_BAD_INPUT) from exc
-        body = {
-            "manifest": text.decode("utf-8", errors="surrogateescape"),
-            "source": str(path),
-            "booking": args.booking,
-            "party": args.party,
-        }
-        data = await client.request("POST", "/v1/batches", body)
-        print(data["batch"])
+        body = api.BatchImportRequest.model_construct(
+            manifest=text.decode("utf-8", errors="surrogateescape"),
+            source=str(path),
+            booking=args.booking,
+            party=args.party,
+        )
+        print((await client.call(api.IMPORT_BATCH, body=body)).batch)
     elif args.batch_command == "list":
-        for batch in (await client.request("GET", "/v1/batches"))["batches"]:
-            _print_batch(batch)
+        for batch in (await client.call(api.BATCHES)).batches:
+            print(batch_line(batch))
     elif args.batch_command == "show":
-        batch = await client.request("GET", f"/v1/batches/{args.batch}")
-        print(json.dumps(batch, indent=2))
+        batch = await client.call(api.BATCH, args.batch)
+        print(json.dumps(batch.to_json(), indent=2))
     elif args.batch_command == "close":
-        _print_batch(await client.request("POST", f"/v1/batches/{args.batch}/close"))
+        print(batch_line(await client.call(api.CLOSE_BATCH, args.batch)))
     return EXIT_OK
-
-
-def _write_report(out: Path, files: dict[str, str]) -> None:
-    from jigd.reports import write_report_files
-
-    write_report_files(out, files)
 
 
 async def _watch(client: ControlClient, once: bool) -> None:
     tty = sys.stdout.isatty()
     while True:
-        text = render_status(await client.request("GET", "/v1/status"))
+        text = render_status(await client.call(api.STATUS))
         if tty:
-            width = shutil.get_terminal_size().columns
-            text = "\n".join(line[:width] for line in text.splitlines())
-            sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+            redraw(text, clip=True)
         else:
-            sys.stdout.write(f"--- {time.strftime('%H:%M:%S')}\n{text}\n")
+            sys.stdout.write(timestamped(text))
         sys.stdout.flush()
         if once:
             return

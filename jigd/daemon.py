@@ -26,7 +26,8 @@ from jigd.alerts import AlertRecorder
 from jigd.config import StationConfig
 from jigd.control import serve_control
 from jigd.metrics import StationMetrics, serve_metrics
-from jigd.mqtt import MqttPublisher, check_mqtt_settings
+from jigd.mqtt import MqttPublisher
+from jigd.mqtt_settings import check_mqtt_settings
 from jigd.sdnotify import Notifier, watchdog_interval_s
 from jigd.secrets import MasterKeys, Secret, load_password
 from jigd.service import StatusReporter, install_test_loop_blocker

@@ -1,10 +1,10 @@
 """Batch manifest import: the sending party's CSV list of GUIDs, validated all or nothing.
 
-The format is a contract (DESIGN.md, "Batch manifest"; docs/manifest.md): UTF-8 with or without a
-BOM, a header row, columns `guid` (required), `manufacturer`, `model`, `firmware_version`
-(optional, as declared by the sending party). Every problem in the file is collected and reported
-in one `ManifestError`, each as `FILE:LINE: field: message`, so a technician fixes the file in one
-go; a file with any problem yields no rows at all.
+The format is a contract (docs/architecture.md, "Batch manifest"; docs/manifest.md): UTF-8 with
+or without a BOM, a header row, columns `guid` (required), `manufacturer`, `model`,
+`firmware_version` (optional, as declared by the sending party). Every problem in the file is
+collected and reported in one `ManifestError`, each as `FILE:LINE: field: message`, so a
+technician fixes the file in one go; a file with any problem yields no rows at all.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ stations (or two tests) never share counters. Its `observer()` counts what the s
 through the `StationObserver` hooks, in memory and without blocking; `refresh()` reads what only
 the store and the catalog know (outbox depth, batch progress, catalog images) and is called
 every few seconds; `serve_metrics()` serves `GET /metrics` over HTTP. Names, types and labels
-are a contract (DESIGN.md, docs/metrics.md): change them only together with the docs, the alert
-rules and the dashboard.
+are a contract (docs/architecture.md, "Prometheus metrics"; docs/metrics.md): change them only
+together with the docs, the alert rules and the dashboard.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from prometheus_client.metrics_core import Metric
 
 from firmware_catalog import Catalog, Status
 from jigd import __version__
+from jigd.events import BatchStatus, GuidResult, SlotStatus
 from jigd.model import Outcome, SlotState, Stage
-from jigd.slot import LinkStats, SlotStatus
+from jigd.slot import LinkStats
 from jigd.station import StationObserver
-from jigd.store import BatchInfo, BatchStatus, GuidResult, Store, StoreError, UnknownBatchError
+from jigd.store import BatchInfo, Store, StoreError, UnknownBatchError
 
 __all__ = [
     "CLOSED_BATCH_KEEP_S",

@@ -213,7 +213,10 @@ FirmwareVersionField = Annotated[FirmwareVersion, _coerce(FirmwareVersion), _TO_
 
 
 class Outcome(enum.StrEnum):
-    """The one final outcome every GUID of a batch ends with (DESIGN.md, per-GUID outcomes)."""
+    """The one final outcome every GUID of a batch ends with.
+
+    A contract: docs/architecture.md, "Per-GUID outcomes".
+    """
 
     REFLASHED = "reflashed"
     ALREADY_CURRENT = "already_current"

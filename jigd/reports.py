@@ -1,4 +1,4 @@
-"""Batch reports: the files the CSP hands over for a batch (DESIGN.md, "Batch reports").
+"""Batch reports: the files the CSP hands over for a batch (docs/architecture.md, "Batch reports").
 
 A contract, documented in docs/reports.md: `summary.json`, `results.csv`, `smi-update.csv`
 (GUID -> new Firmware Version, only for hubs whose firmware changed) and `fault-analysis.csv`
@@ -21,9 +21,9 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jigd.events import BatchStatus, GuidLists, OutcomeCounts, UtcDateTime, format_utc
 from jigd.model import GuidField, Outcome
-from jigd.payloads import GuidLists, OutcomeCounts, UtcDateTime, format_utc
-from jigd.store import BatchStatus, GuidState, Store
+from jigd.store import GuidState, Store
 
 __all__ = [
     "FAULT_ANALYSIS_COLUMNS",

@@ -16,6 +16,7 @@ from typing import Final
 
 from drivers.errors import RigClosed, RigError
 from drivers.rig_controller import RigController, RigEvent, RigEventKind
+from jigd.backoff import Backoff
 from jigd.config import RigConfig
 from jigd.model import LedColour
 from jigd.slot import SlotDeps, SlotWorker
@@ -42,9 +43,8 @@ class RigSupervisor:
         rng: random.Random | None = None,
     ) -> None:
         self._config = config
-        self._backoff_max_s = backoff_max_s
+        self._backoff = Backoff(BACKOFF_FIRST_S, backoff_max_s, rng)
         self._on_rig_state = on_rig_state
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._controller: RigController | None = None
         self._lost = asyncio.Event()
         self._up = False
@@ -76,18 +76,18 @@ class RigSupervisor:
 
     async def run(self) -> None:
         """Keep the controller connected for ever; mark the rig down while it is not."""
-        delay = BACKOFF_FIRST_S
+        retry = 0
         while True:
             try:
                 await self._connect_and_serve()
-                delay = BACKOFF_FIRST_S  # it was up: start backing off afresh
+                retry = 0  # it was up: start backing off afresh
             except RigError as exc:
                 _LOGGER.warning("rig %d: %s", self.rig, exc)
             self._mark_down()
-            wait = min(delay, self._backoff_max_s) * (0.5 + self._rng.random() / 2)
+            wait = self._backoff.delay(retry)
             _LOGGER.info("rig %d: reconnecting in %.2f s", self.rig, wait)
             await asyncio.sleep(wait)
-            delay = min(delay * 2, self._backoff_max_s)
+            retry += 1
 
     async def _connect_and_serve(self) -> None:
         self._lost.clear()

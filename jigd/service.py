@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from jigd.events import BatchStatus, GuidResult, SlotStatus
 from jigd.model import SlotState
 from jigd.sdnotify import Notifier
-from jigd.slot import SlotStatus
 from jigd.station import Station, StationObserver
-from jigd.store import BatchInfo, BatchStatus, GuidResult
+from jigd.store import BatchInfo
 
 __all__ = ["TEST_BLOCK_LOOP_ENV", "StatusReporter", "install_test_loop_blocker", "status_line"]
 

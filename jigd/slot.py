@@ -39,12 +39,13 @@ from drivers.hub_link import (
 from drivers.registry import HubDriver
 from firmware_catalog import Catalog
 from jigd.config import HubModelConfig, RetryConfig, SlotConfig, TimeoutConfig
+from jigd.events import GuidResult, InvalidResultError, SlotStatus
 from jigd.flash import FlashError, FlashProcedure, FlashSuccess, StageHooks, outcome_of
 from jigd.model import DeviceModel, Guid, LedColour, Outcome, SlotState, Stage
 from jigd.secrets import MasterKeys
-from jigd.store import BatchRef, GuidResult, GuidStatus, Store, StoreError
+from jigd.store import BatchRef, GuidStatus, Store, StoreError
 
-__all__ = ["LinkStats", "SlotDeps", "SlotStatus", "SlotWorker"]
+__all__ = ["LinkStats", "SlotDeps", "SlotWorker"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,23 +73,6 @@ class RigPort(Protocol):
     async def power(self, slot: int, on: bool) -> None: ...
 
     async def led(self, slot: int, colour: LedColour) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SlotStatus:
-    """What a slot is doing, for the control API, MQTT and metrics."""
-
-    rig: int
-    slot: int
-    state: SlotState = SlotState.OFFLINE
-    guid: Guid | None = None
-    batch_id: str | None = None
-    stage: Stage | None = None
-    progress: float = 0.0  # percent of the upload
-    attempts: int = 0
-    outcome: Outcome | None = None
-    detail: str = ""
-    since: float = field(default_factory=time.monotonic)
 
 
 # Safe for Zephyr's UART transport: CONFIG_UART_MCUMGR_RX_BUF_COUNT's default. (Zephyr 3.4's
@@ -279,7 +263,7 @@ class SlotWorker:
                 )
                 await self._wait_for(lambda: not self._rig_up or not self._present)
                 continue
-            except StoreError as exc:
+            except (StoreError, InvalidResultError) as exc:
                 # The store refused (the same GUID in two slots, a batch closed under it):
                 # this hub needs a person; the other slots go on.
                 self._set(state=SlotState.ATTENTION, stage=None, detail=str(exc))

@@ -24,13 +24,13 @@ from typing import Final
 from drivers.registry import HubDriver, load_driver
 from firmware_catalog import Catalog
 from jigd.config import StationConfig
+from jigd.events import GuidResult, SlotStatus
 from jigd.looplag import LoopLagMonitor
 from jigd.model import Guid, Outcome, SlotState, Stage
 from jigd.rig import RigSupervisor
 from jigd.secrets import MasterKeys, load_master_keys
-from jigd.slot import LinkStats, SlotDeps, SlotStatus, SlotWorker
-from jigd.store import GuidResult
-from jigd.store.sqlite import SqliteStore
+from jigd.slot import LinkStats, SlotDeps, SlotWorker
+from jigd.store import Store, open_store
 
 __all__ = ["Station", "StationObserver"]
 
@@ -82,7 +82,7 @@ class Station:
         self._driver = driver
         self._master_keys = master_keys
         self._observers = observers or []
-        self._store: SqliteStore | None = None
+        self._store: Store | None = None
         self._catalog: Catalog | None = None
         self.rigs: list[RigSupervisor] = []
         self.throughput = _Throughput()
@@ -93,7 +93,7 @@ class Station:
         self._draining = False
 
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         if self._store is None:
             raise RuntimeError("the station is not running")
         return self._store
@@ -161,7 +161,7 @@ class Station:
         """Run until cancelled."""
         config = self.config
         async with AsyncExitStack() as stack:
-            store = await SqliteStore.open(config.store_path)
+            store = await open_store(config.store_url)
             stack.push_async_callback(store.close)
             self._store = store
             interrupted = await store.recover_interrupted()

@@ -1,4 +1,5 @@
-"""Faults a simulated hub can have, and the seeded profiles that hand them out.
+"""Faults a simulated hub can have, the seeded profiles that hand them out, and the decisions
+of when they strike (`FaultInjector`).
 
 Every fault is deterministic for a given `Faults.seed`: the same hub with the same faults
 corrupts and drops the same responses in the same order of requests. One-shot faults (a hang,
@@ -10,14 +11,17 @@ hub, it behaves. Unrecoverable faults (`wrong_unlock_key`, `reject_image`,
 from __future__ import annotations
 
 import enum
+import hashlib
 import random
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "FaultInjector",
     "FaultProfile",
     "Faults",
+    "PowerLostError",
     "assign_faults",
 ]
 
@@ -128,3 +132,72 @@ def assign_faults(profile: FaultProfile | str, seed: int, key: str) -> Faults:
         if harsh and rng.random() < 0.3:
             fields.update(_recoverable(rng, harsh))
     return Faults.model_validate(fields)
+
+
+class PowerLostError(Exception):
+    """The hub's own supply failed (an injected fault): it goes off until powered on again."""
+
+
+class FaultInjector:
+    """When one hub's faults strike: the decisions, drawn from a generator seeded per hub.
+
+    Every draw comes from `random.Random(faults.seed)` in the order the hub asks (one per
+    response sent, two more for a corrupted one), so the same hub answering the same requests
+    fails the same way. One-shot faults (hang, power loss during upload or swap) fire once per
+    hub, whatever power cycles follow.
+    """
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self._rng = random.Random(faults.seed)  # noqa: S311 - fault injection, not crypto
+        self._fired: set[str] = set()  # one-shot faults that already happened
+
+    def _once(self, name: str) -> bool:
+        """True the first time `name` fires, False ever after."""
+        if name in self._fired:
+            return False
+        self._fired.add(name)
+        return True
+
+    def drops_response(self) -> bool:
+        """Whether the response about to be sent is dropped instead."""
+        rate = self.faults.drop_response_rate
+        return bool(rate) and self._rng.random() < rate
+
+    def corrupted(self, wire: bytes) -> tuple[bytes, int | None]:
+        """`wire` (a response's bytes) with one byte flipped and where, or unchanged and None."""
+        rate = self.faults.corrupt_rate
+        if not rate or self._rng.random() >= rate:
+            return wire, None
+        at = self._rng.randrange(len(wire))
+        flipped = wire[at] ^ self._rng.randrange(1, 256)
+        return wire[:at] + bytes([flipped]) + wire[at + 1 :], at
+
+    def hangs_now(self, requests_handled: int) -> bool:
+        """Whether the hub hangs after its `requests_handled`-th request (once)."""
+        hang_after = self.faults.hang_after_requests
+        return hang_after is not None and requests_handled >= hang_after and self._once("hang")
+
+    def loses_power_in_upload(self, programmed_to: int, length: int) -> bool:
+        """Whether the supply browns out while the upload's bytes up to `programmed_to` (of
+        `length`) are programmed (once)."""
+        loss_at = self.faults.power_loss_during_upload_at
+        return loss_at is not None and programmed_to >= loss_at * length and self._once("upload")
+
+    def loses_power_in_swap(self, steps_done: int, steps: int) -> bool:
+        """Whether the supply browns out before the next step of a swap (half-way, once)."""
+        return (
+            self.faults.power_loss_during_swap and steps_done >= steps // 2 and self._once("swap")
+        )
+
+    @property
+    def flash_time_factor(self) -> float:
+        """Erase and program times are multiplied by this."""
+        return self.faults.slow_flash_factor
+
+    def unlock_master_key(self, master_key: bytes) -> bytes:
+        """The master key the hub's device key is derived from: another one with
+        `wrong_unlock_key`."""
+        if self.faults.wrong_unlock_key:
+            return hashlib.sha256(b"jigsim wrong unlock key" + master_key).digest()
+        return master_key

@@ -1,10 +1,10 @@
 """Simulated rigs: slots that hold hubs, and the rig controller's ASCII line protocol.
 
 A rig publishes one pty per slot at `<dir>/rig<R>/slot<S>` and its controller at
-`<dir>/rig<R>/ctl` (DESIGN.md, "Rig controller"). A USB rig's slots are instead devices on the
-simulator's USB bus (`sim.usb_bus`) at port paths `1-<R>.<S>`; its controller is a pty as
-always. A USB slot's device is on the bus while the rig is, and its hub is in and powered
-(`POWER n OFF` takes it off). The controller answers
+`<dir>/rig<R>/ctl` (docs/architecture.md, "Rig controller"). A USB rig's slots are instead
+devices on the simulator's USB bus (`sim.usb_bus`) at port paths `1-<R>.<S>`; its controller is
+a pty as always. A USB slot's device is on the bus while the rig is, and its hub is in and
+powered (`POWER n OFF` takes it off). The controller answers
 
     PING                  -> OK
     PRESENCE?             -> PRESENCE 10110000   (one digit per slot, slot 1 first)

@@ -1,244 +1,221 @@
-"""A small scripted SMP hub on the far side of an in-memory transport, for unit tests.
+"""The simulator's SMP server on the far side of an in-memory transport, with test switches.
 
-It follows docs/hub-protocol.md closely enough to exercise the host: requests are processed in
-order, one at a time, each after `handle_s`; a request that arrives while `buf_count` are queued
-is dropped; uploads resume by sha; a wrong offset is answered with the expected one. Faults are
-switches a test flips. No tasks: timers only, cancelled by `close()`.
+`FakeHub` serves `sim.hub.SmpServer` (the one the simulated hubs run) on a `MemoryTransport`:
+requests wait in `buf_count` receive buffers (`sim.hub.RequestBuffers`; one arriving while all
+are held is dropped) and are answered in order, each after `handle_s`, with no wire pacing,
+power or boots. The server checks a completed upload against its `sha` and says `match`
+(`image_check`), and flash takes no time. What a test scripts is done around the server, never
+instead of it: dropping upload requests or their answers, a hub that answers nothing, a `match`
+that lies, a hub that forgets its upload, or any rewrite of a request or an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from smp import error as smperror
 from smp import header as smpheader
 from smp import image_management as smpimg
-from smp import os_management as smpos
 
 from drivers import jig_group
 from drivers.errors import LinkError
 from drivers.framing import parse_header
 from drivers.memory import MemoryTransport
-from drivers.smp_codec import encode_error
+from jigd.model import DeviceModel, FirmwareVersion, Guid
+from sim.hub import IMAGE_MAGIC, HubFlash, RequestBuffers, SmpServer, UploadRecord
+from sim.image_check import FlashImage
+from sim.timing import Timing
 
-_Handler = Callable[[bytes, smpheader.Header], bytes | None]
-_GUARDED = frozenset({(1, 1, 2), (1, 0, 2), (0, 5, 2)})
 GUID = bytes.fromhex("00db000000000042")
 MASTER_KEY = b"m" * 32
+MODEL = DeviceModel(0x1086, 0x57310102)
+ACTIVE_HASH = b"\x01" * 32  # the MCUboot hash of the image in slot 0
+_UPLOAD = (int(smpheader.GroupId.IMAGE_MANAGEMENT), int(smpheader.CommandId.ImageManagement.UPLOAD))
+
+# A test's rewrite of a request frame (before the server), or of an answer (request, answer).
+RequestRewrite = Callable[[bytes], bytes]
+ReplyRewrite = Callable[[bytes, bytes], bytes]
 
 
-@dataclass
-class Upload:
-    sha: bytes | None
-    length: int
-    data: bytearray = field(default_factory=bytearray)
+def mcuboot_like(payload: bytes) -> bytes:
+    """`payload` behind a 32-byte header with MCUboot's magic: what a hub takes as a first
+    chunk (the rest of the header is zero: no version, no TLVs)."""
+    return IMAGE_MAGIC + bytes(28) + payload
+
+
+def _slot_image(version: int, image_hash: bytes) -> FlashImage:
+    """A slot holding an image the hub reports as `version` with MCUboot hash `image_hash`."""
+    return FlashImage(
+        data=b"",
+        sha256=hashlib.sha256(b"").digest(),
+        version=FirmwareVersion(version),
+        tlv_hash=image_hash,
+    )
+
+
+class FakeHub:
+    """A hub's SMP server listening on `end`; the keyword arguments are the test's switches."""
+
+    def __init__(
+        self,
+        end: MemoryTransport,
+        *,
+        buf_size: int = 512,
+        buf_count: int = 4,
+        handle_s: float = 0.0,
+        locked: bool = False,
+        drop_upload_requests: set[int] | None = None,
+        drop_upload_responses: set[int] | None = None,
+        report_match: bool = True,
+        forget_upload_at: int | None = None,
+    ) -> None:
+        self.end = end
+        self.handle_s = handle_s
+        # Scripted faults, by index of upload request (the first is 0).
+        self.drop_upload_requests = drop_upload_requests or set()
+        self.drop_upload_responses = drop_upload_responses or set()
+        self.silent = False  # answer nothing (hung)
+        self.report_match = report_match  # False: the last upload answer says `match: false`
+        self.forget_upload_at = forget_upload_at  # forget the record when it reaches this offset
+        self.rewrite_request: RequestRewrite | None = None
+        self.rewrite_reply: ReplyRewrite | None = None
+        # Observations.
+        self.upload_requests: list[tuple[int, int]] = []  # (off, data length)
+        self.frame_sizes: list[int] = []
+        self.dropped_busy = 0
+        self.resets = 0  # resets answered
+        flash = HubFlash(primary=_slot_image(0x01000000, ACTIVE_HASH), unlocked=not locked)
+        timing = Timing(buf_size=buf_size, buf_count=buf_count, sector_erase_s=0, page_program_s=0)
+        self.server = SmpServer(
+            guid=Guid.from_bytes(GUID),
+            model=MODEL,
+            flash=flash,
+            device_key=jig_group.device_key(MASTER_KEY, GUID),
+            timing=timing,
+            image_check=True,
+            name="fake hub",
+        )
+        self._buffers = RequestBuffers(buf_count)
+        self._worker: asyncio.Task[None] | None = None
+        self._uploads_seen = 0
+        end.set_listener(self)
+
+    # ---- state, as a test sees it ---------------------------------------------------------------
 
     @property
-    def offset(self) -> int:
-        return len(self.data)
+    def flash(self) -> HubFlash:
+        return self.server.flash
 
-
-@dataclass
-class FakeHub:
-    end: MemoryTransport
-    buf_size: int = 512
-    buf_count: int = 4
-    handle_s: float = 0.0
-    locked: bool = False
-    # faults
-    drop_upload_requests: set[int] = field(default_factory=set)  # by index of upload request
-    drop_upload_responses: set[int] = field(default_factory=set)
-    silent: bool = False  # answer nothing (hung)
-    report_match: bool | None = True
-    forget_upload_at: int | None = None  # forget the record when it reaches this offset
-    # state
-    upload: Upload | None = None
-    secondary_sha: bytes | None = None
-    nonce: bytes | None = None
-    # observations
-    upload_requests: list[tuple[int, int]] = field(default_factory=list)  # (off, data length)
-    frame_sizes: list[int] = field(default_factory=list)
-    dropped_busy: int = 0
-    max_queued: int = 0
-    resets: int = 0
-    _queue: deque[bytes] = field(default_factory=deque)
-    _timer: asyncio.TimerHandle | None = None
-    _uploads_seen: int = 0
-
-    def __post_init__(self) -> None:
-        self.end.set_listener(self)
+    @property
+    def locked(self) -> bool:
+        return not self.flash.unlocked
 
     def is_locked(self) -> bool:
         return self.locked
 
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    @property
+    def upload(self) -> UploadRecord | None:
+        return self.flash.upload
 
-    # FrameListener
+    @upload.setter
+    def upload(self, record: UploadRecord | None) -> None:
+        self.flash.upload = record
+
+    @property
+    def max_queued(self) -> int:
+        """The most requests ever waiting in the receive buffers at once."""
+        return self._buffers.most_in_use
+
+    def hold_secondary(self, image_hash: bytes, version: int = 0x04000007) -> None:
+        """Slot 1 holds a complete image with MCUboot hash `image_hash`."""
+        self.flash.secondary = _slot_image(version, image_hash)
+
+    def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+
+    # ---- FrameListener ------------------------------------------------------------------------
+
     def frame_received(self, frame: bytes) -> None:
         self.frame_sizes.append(len(frame))
-        if len(self._queue) >= self.buf_count:
+        if not self._buffers.offer(frame):
             self.dropped_busy += 1
             return
-        self._queue.append(frame)
-        self.max_queued = max(self.max_queued, len(self._queue))
-        self._schedule()
+        if self._worker is None:
+            loop = asyncio.get_running_loop()
+            self._worker = loop.create_task(self._answer_requests(), name="fake hub")
 
     def connection_lost(self, error: LinkError) -> None:
         self.close()
 
-    def _schedule(self) -> None:
-        if self._timer is None and self._queue:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.handle_s, self._process)
+    # ---- the application ----------------------------------------------------------------------
 
-    def _process(self) -> None:
-        self._timer = None
-        frame = self._queue.popleft()
-        reply = self._handle(frame)
-        if reply is not None and not self.silent and not self.end.is_closed:
-            self.end.send(reply)
-        self._schedule()
+    async def _answer_requests(self) -> None:
+        buffers = self._buffers
+        while True:
+            frame = await buffers.take()
+            try:
+                await asyncio.sleep(self.handle_s)
+                reply = await self._handle(frame)
+            finally:
+                buffers.release()
+            if reply is not None and not self.silent and not self.end.is_closed:
+                self.end.send(reply)
 
-    def _handle(self, frame: bytes) -> bytes | None:
-        fields = parse_header(frame)
-        assert fields is not None
-        head = smpheader.Header.loads(frame[:8])
-        key = (fields.group_id, fields.command_id, fields.op)
-        if key in _GUARDED and self.locked:
-            return encode_error(
-                head, smperror.MGMT_ERR.EACCESSDENIED, group_rc=False, reason="locked"
-            )
-        handler = self._handlers().get(key)
-        if handler is None:
-            return encode_error(head, smperror.MGMT_ERR.ENOTSUP, group_rc=False)
-        return handler(frame, head)
-
-    def _handlers(
-        self,
-    ) -> dict[tuple[int, int, int], Callable[[bytes, smpheader.Header], bytes | None]]:
-        jig = jig_group.JIG_GROUP_ID
-        return {
-            (0, 0, 2): self._echo,
-            (0, 5, 2): self._reset,
-            (0, 6, 0): self._params,
-            (1, 0, 0): self._state,
-            (1, 0, 2): self._state,
-            (1, 1, 2): self._upload,
-            (jig, 0, 0): self._identity,
-            (jig, 1, 0): self._challenge,
-            (jig, 1, 2): self._unlock,
-            (jig, 2, 2): self._lock,
-        }
-
-    def _echo(self, frame: bytes, head: smpheader.Header) -> bytes:
-        req = smpos.EchoWriteRequest.loads(frame)
-        return bytes(smpos.EchoWriteResponse(r=req.d, sequence=head.sequence))
-
-    def _reset(self, frame: bytes, head: smpheader.Header) -> bytes:
-        self.resets += 1
-        return bytes(smpos.ResetWriteResponse(sequence=head.sequence))
-
-    def _params(self, frame: bytes, head: smpheader.Header) -> bytes:
-        return bytes(
-            smpos.MCUMgrParametersReadResponse(
-                buf_size=self.buf_size, buf_count=self.buf_count, sequence=head.sequence
-            )
-        )
-
-    def _state(self, frame: bytes, head: smpheader.Header) -> bytes:
-        return bytes(smpimg.ImageStatesReadResponse(images=self._states(), sequence=head.sequence))
-
-    def _identity(self, frame: bytes, head: smpheader.Header) -> bytes:
-        return bytes(
-            jig_group.IdentityReadResponse(
-                guid=GUID,
-                manufacturer=0x1086,
-                model=0x57310102,
-                firmware_version=0x01000000,
-                locked=self.locked,
-                sequence=head.sequence,
-            )
-        )
-
-    def _challenge(self, frame: bytes, head: smpheader.Header) -> bytes:
-        self.nonce = hashlib.sha256(b"nonce%d" % head.sequence).digest()[:16]
-        return bytes(jig_group.UnlockChallengeResponse(nonce=self.nonce, sequence=head.sequence))
-
-    def _unlock(self, frame: bytes, head: smpheader.Header) -> bytes:
-        req = jig_group.UnlockWriteRequest.loads(frame)
-        if self.nonce is None:
-            return encode_error(head, jig_group.JigMgmtErr.NO_CHALLENGE, group_rc=True)
-        expected = jig_group.unlock_mac(jig_group.device_key(MASTER_KEY, GUID), self.nonce, GUID)
-        self.nonce = None
-        if req.mac != expected:
-            return encode_error(head, jig_group.JigMgmtErr.BAD_MAC, group_rc=True)
-        self.locked = False
-        return bytes(jig_group.UnlockWriteResponse(sequence=head.sequence))
-
-    def _lock(self, frame: bytes, head: smpheader.Header) -> bytes:
-        self.locked = True
-        return bytes(jig_group.LockWriteResponse(sequence=head.sequence))
-
-    def _states(self) -> list[smpimg.ImageState]:
-        states = [
-            smpimg.ImageState(
-                slot=0, version="1.0.0", hash=b"\x01" * 32, active=True, confirmed=True
-            )
-        ]
-        if self.secondary_sha is not None:
-            states.append(smpimg.ImageState(slot=1, version="4.0.0.7", hash=self.secondary_sha))
-        return states
-
-    def _upload(self, frame: bytes, head: smpheader.Header) -> bytes | None:
-        index = self._uploads_seen
-        self._uploads_seen += 1
-        req = smpimg.ImageUploadWriteRequest.loads(frame)
-        self.upload_requests.append((req.off, len(req.data)))
-        if index in self.drop_upload_requests:
+    async def _handle(self, frame: bytes) -> bytes | None:
+        upload = self._upload_index(frame)
+        if upload in self.drop_upload_requests:
             return None
-        reply = self._upload_reply(req, head)
-        if index in self.drop_upload_responses:
+        if self.rewrite_request is not None:
+            frame = self.rewrite_request(frame)
+        reply = await self.server.handle_request(frame)
+        if reply is None:
             return None
+        if self.server.reset_requested:  # answered; this hub does not reset
+            self.server.reset_requested = False
+            self.resets += 1
+        if upload is not None:
+            if upload in self.drop_upload_responses:
+                return None
+            reply = self._scripted_upload_reply(reply)
+        if self.rewrite_reply is not None:
+            reply = self.rewrite_reply(frame, reply)
         return reply
 
-    def _upload_reply(self, req: smpimg.ImageUploadWriteRequest, head: smpheader.Header) -> bytes:
-        seq = head.sequence
-        if req.off == 0:
-            record = self.upload
-            if (
-                record is not None
-                and 0 < record.offset < record.length
-                and record.sha == req.sha
-                and record.length == req.len
-            ):
-                return bytes(smpimg.ImageUploadWriteResponse(off=record.offset, sequence=seq))
-            self.upload = Upload(sha=req.sha, length=req.len or 0)
-            self.secondary_sha = None
-        record = self.upload
-        if record is None or req.off != record.offset:
-            expected = 0 if record is None else record.offset
-            return bytes(smpimg.ImageUploadWriteResponse(off=expected, sequence=seq))
-        record.data += req.data
-        if self.forget_upload_at is not None and record.offset >= self.forget_upload_at:
+    def _upload_index(self, frame: bytes) -> int | None:
+        """The index of an upload request among those received (noted in `upload_requests`),
+        None for any other request."""
+        fields = parse_header(frame)
+        if fields is None or (fields.group_id, fields.command_id) != _UPLOAD:
+            return None
+        with contextlib.suppress(ValueError):
+            request = smpimg.ImageUploadWriteRequest.loads(frame)
+            self.upload_requests.append((request.off, len(request.data)))
+        self._uploads_seen += 1
+        return self._uploads_seen - 1
+
+    def _scripted_upload_reply(self, reply: bytes) -> bytes:
+        """The server's answer to an upload request, after `forget_upload_at` and
+        `report_match`."""
+        try:
+            answer = smpimg.ImageUploadWriteResponse.loads(reply)
+        except ValueError:
+            return reply  # an error answer
+        if answer.off is None:
+            return reply
+        record = self.flash.upload
+        forget = self.forget_upload_at
+        if forget is not None and record is not None and record.offset >= forget:
             self.forget_upload_at = None
-            self.upload = None
-            return bytes(smpimg.ImageUploadWriteResponse(off=0, sequence=seq))
-        if record.offset < record.length:
-            return bytes(smpimg.ImageUploadWriteResponse(off=record.offset, sequence=seq))
-        digest = hashlib.sha256(record.data).digest()
-        if record.sha is not None and digest != record.sha:
-            self.upload = None
-            return encode_error(head, smpimg.IMG_MGMT_ERR.INVALID_HASH, group_rc=True)
-        self.secondary_sha = digest
-        return bytes(
-            smpimg.ImageUploadWriteResponse(
-                off=record.offset, match=self.report_match, sequence=seq
+            self.flash.upload = None
+            return bytes(smpimg.ImageUploadWriteResponse(off=0, sequence=answer.header.sequence))
+        if answer.match is not None and not self.report_match:
+            return bytes(
+                smpimg.ImageUploadWriteResponse(
+                    off=answer.off, match=False, sequence=answer.header.sequence
+                )
             )
-        )
+        return reply

@@ -42,7 +42,8 @@ from drivers.smp_upload import (
     max_chunk_data,
 )
 from jigd.model import DeviceModel, FirmwareVersion, Guid, IdentifierError
-from tests.drivers.fake_hub import GUID, MASTER_KEY, FakeHub, Upload
+from sim.hub import UploadRecord
+from tests.drivers.fake_hub import GUID, MASTER_KEY, FakeHub, mcuboot_like
 
 FAST = LinkOptions(timeout_s=0.2, request_retries=2)
 
@@ -62,7 +63,8 @@ async def hub_link(
 
 
 def image_of(size: int) -> bytes:
-    return os.urandom(size)
+    """`size` random bytes behind an MCUboot magic: a first chunk the hub takes."""
+    return mcuboot_like(os.urandom(size - 32))
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -113,7 +115,7 @@ async def test_locked_hub_denies_upload_state_write_and_reset() -> None:
 
 async def test_image_state_parses_zephyr_versions() -> None:
     async with hub_link() as (link, hub):
-        hub.secondary_sha = b"\x02" * 32
+        hub.hold_secondary(b"\x02" * 32)
         slots = await link.image_state()
         assert [s.slot for s in slots] == [0, 1]
         assert slots[0].version == FirmwareVersion(0x01000000)
@@ -122,8 +124,8 @@ async def test_image_state_parses_zephyr_versions() -> None:
         assert slots[1].version == FirmwareVersion(0x04000007)
         assert slots[1].hash == b"\x02" * 32
         assert not slots[1].active
-        assert (await link.mark_test(b"\x02" * 32))[1].hash == b"\x02" * 32
         assert (await link.confirm())[0].active
+        assert (await link.mark_test(b"\x02" * 32))[1].hash == b"\x02" * 32
         await link.reset()
         assert hub.resets == 1
 
@@ -154,15 +156,11 @@ async def test_await_boot_polls_until_the_hub_answers() -> None:
 
 
 async def test_bad_identity_is_an_unexpected_response() -> None:
+    def short_guid(frame: bytes, reply: bytes) -> bytes:
+        return reply.replace(GUID, GUID[:7] + b"") if frame[4:6] == b"\x00\x40" else reply
+
     async with hub_link() as (link, hub):
-        original = hub._handle
-
-        def short_guid(frame: bytes) -> bytes | None:
-            reply = original(frame)
-            assert reply is not None
-            return reply.replace(GUID, GUID[:7] + b"") if frame[4:6] == b"\x00\x40" else reply
-
-        hub._handle = short_guid  # type: ignore[method-assign]
+        hub.rewrite_reply = short_guid
         with pytest.raises(UnexpectedResponse):
             await link.identify()
 
@@ -206,7 +204,7 @@ async def test_upload_resumes_where_the_hub_got_to() -> None:
     image = image_of(30_000)
     already = 17_000
     async with hub_link(buf_size=512, buf_count=4) as (link, hub):
-        hub.upload = Upload(
+        hub.upload = UploadRecord(
             sha=hashlib.sha256(image).digest(),
             length=len(image),
             data=bytearray(image[:already]),
@@ -222,7 +220,7 @@ async def test_upload_resumes_where_the_hub_got_to() -> None:
 async def test_a_different_unfinished_upload_is_started_over() -> None:
     image = image_of(5000)
     async with hub_link() as (link, hub):
-        hub.upload = Upload(sha=b"\x00" * 32, length=len(image), data=bytearray(2000))
+        hub.upload = UploadRecord(sha=b"\x00" * 32, length=len(image), data=bytearray(2000))
         result = await link.upload(image)
         assert result.resumed_from == 0
         assert bytes(hub.upload.data) == image
@@ -294,15 +292,19 @@ async def test_cancelled_upload_leaves_no_unsettled_chunk() -> None:
 
 async def test_hash_mismatch_is_image_rejected() -> None:
     image = image_of(3000)
+
+    def corrupt(frame: bytes) -> bytes:
+        if frame[4:6] != b"\x00\x01" or frame[7] != 1:
+            return frame
+        req = smpimg.ImageUploadWriteRequest.loads(frame)
+        if req.off != 0:
+            return frame
+        # Damage the first chunk (past the image header) as a bad cable would.
+        data = req.data
+        return frame.replace(data, data[:-1] + bytes([data[-1] ^ 0xFF]), 1)
+
     async with hub_link() as (link, hub):
-        original = hub._upload_reply
-
-        def corrupt(req: smpimg.ImageUploadWriteRequest, head: object) -> bytes:
-            if req.off == 0:  # damage the first chunk as a bad cable would
-                req = req.model_copy(update={"data": b"\x00" + req.data[1:]})
-            return original(req, head)  # type: ignore[arg-type]
-
-        hub._upload_reply = corrupt  # type: ignore[method-assign]
+        hub.rewrite_request = corrupt
         with pytest.raises(ImageRejected, match="INVALID_HASH") as caught:
             await link.upload(image)
         assert caught.value.code == "image_rejected"

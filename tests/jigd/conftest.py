@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from jigd.config import StationConfig
+from jigd.daemon import run_daemon
+from jigd.secrets import MasterKeys
+from jigd.station import Station
 from tests.jigd.mqtt_helpers import PASSWORD, broker, password_file
-from tests.services import Mosquitto
+from tests.services import Mosquitto, free_port
 
 
 @pytest.fixture
@@ -31,3 +36,33 @@ def auth_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Station]:
+    """A daemon in this process (no rigs) with its control API on a real Unix socket."""
+    config = StationConfig(
+        station="test",
+        catalog_dir=tmp_path / "catalog",
+        store_path=tmp_path / "state" / "jigd.sqlite3",
+        control_socket=tmp_path / "run" / "control.sock",
+        metrics_port=free_port(),
+        metrics_host="127.0.0.1",
+    )
+    (tmp_path / "catalog").mkdir()
+    ready: asyncio.Future[Station] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run_daemon(
+            config,
+            master_keys=MasterKeys({}, tmp_path / "keys.toml"),
+            on_ready=ready.set_result,
+            handle_signals=False,
+        )
+    )
+    async with asyncio.timeout(10):
+        station = await ready
+    try:
+        yield station
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -21,18 +21,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from jigd.config import MqttConfig
+from jigd.events import Event, GuidResult
 from jigd.manifest import parse_manifest
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome
 from jigd.mqtt import MqttPublisher
 from jigd.payloads import (
     AlertPayload,
-    Payload,
     ResultPayload,
     SlotPayload,
     StatusPayload,
     SummaryPayload,
 )
-from jigd.store import GuidResult
 from jigd.store.sqlite import SqliteStore
 from tests.services import Mosquitto
 
@@ -45,7 +44,7 @@ NEW = FirmwareVersion(0x04000007)
 SHA = "ab" * 32
 WAIT_S = 10.0  # every wait for the broker is bounded by this
 PASSWORD = "s3cr3t-Pa55-do-not-print"
-SCHEMAS: dict[str, type[Payload]] = {
+SCHEMAS: dict[str, type[Event]] = {
     "jigd.result/1": ResultPayload,
     "jigd.summary/1": SummaryPayload,
     "jigd.alert/1": AlertPayload,
@@ -89,10 +88,10 @@ async def record(store: SqliteStore, batch_id: str, guid: Guid, slot: int = 1) -
 
 
 async def outbox_rows(store: SqliteStore) -> list[tuple[str, str]]:
-    """(event_id, topic suffix) of every outbox message, published or not, in commit order."""
+    """(event_id, kind) of every outbox event, published or not, in commit order."""
 
     def read() -> list[tuple[str, str]]:
-        rows = store._db.execute("SELECT event_id, topic FROM outbox ORDER BY id").fetchall()
+        rows = store._db.execute("SELECT event_id, kind FROM outbox ORDER BY id").fetchall()
         return [(str(e), str(t)) for e, t in rows]
 
     return await store._run(read)

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from jigd.alerts import AlertRecorder
+from jigd.events import GuidResult
 from jigd.model import DeviceModel, Guid, Outcome, Stage
-from jigd.store import GuidResult
+from jigd.payloads import event_route
 from jigd.store.sqlite import SqliteStore
 
 MODEL = DeviceModel(0x1086, 0x57310102)
@@ -48,7 +49,11 @@ async def _alerts(store: SqliteStore, count: int) -> list[dict[str, Any]]:
     """Wait until `count` alerts are in the outbox; their payloads in commit order."""
     async with asyncio.timeout(5):
         while True:
-            pending = [m for m in await store.outbox_pending() if m.topic == "alerts"]
+            pending = [
+                m
+                for m in await store.outbox_pending()
+                if event_route(m.kind, m.data()).topic == "alerts"
+            ]
             if len(pending) >= count:
                 return [json.loads(m.payload) for m in pending]
             await asyncio.sleep(0.01)

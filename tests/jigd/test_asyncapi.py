@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-import yaml
-from referencing import Registry, Resource
 
 from jigd import asyncapi
+from jigd.events import Event
 from jigd.payloads import (
     AlertPayload,
-    Payload,
     ResultPayload,
     SlotPayload,
     StatusPayload,
     SummaryPayload,
 )
+from tests.jigd.generated_docs import (
+    OFFLINE,
+    REPO,
+    assert_check_flag_reports_drift,
+    broken,
+    errors_of,
+    load_document,
+    refs,
+    resolve,
+    spec_validator,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "tests" / "data" / "asyncapi-3.0.0.schema.json"
-MODELS: dict[str, type[Payload]] = {
+MODELS: dict[str, type[Event]] = {
     "status": StatusPayload,
     "slot": SlotPayload,
     "result": ResultPayload,
@@ -36,26 +40,14 @@ MODELS: dict[str, type[Payload]] = {
 }
 
 
-def _offline(uri: str) -> Resource[Any]:
-    raise LookupError(f"{uri}: the tests never fetch a schema from the internet")
-
-
-# `retrieve` is the attrs alias of Registry._retrieve, which mypy's attrs support misses.
-OFFLINE: Registry[Any] = Registry(retrieve=_offline)  # type: ignore[call-arg]
-
-
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(asyncapi.DOCUMENT_PATH.read_text(encoding="utf-8"))
-    return data
+    return load_document(asyncapi.DOCUMENT_PATH)
 
 
 @pytest.fixture(scope="module")
 def asyncapi_validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    validator_class = jsonschema.validators.validator_for(schema)
-    validator_class.check_schema(schema)
-    return validator_class(schema, registry=OFFLINE)
+    return spec_validator(SCHEMA_PATH)
 
 
 def test_committed_document_is_what_the_generator_writes() -> None:
@@ -66,28 +58,13 @@ def test_committed_document_is_what_the_generator_writes() -> None:
 
 
 def test_check_flag_reports_drift(tmp_path: Path) -> None:
-    stale = tmp_path / "asyncapi.yaml"
-    stale.write_text("asyncapi: 3.0.0\n", encoding="utf-8")
-    command = [sys.executable, "-m", "jigd.asyncapi", "--check", "--out"]
-    drifted = subprocess.run(
-        [*command, str(stale)], capture_output=True, text=True, cwd=REPO, check=False, timeout=60
-    )
-    assert drifted.returncode == 1
-    assert "out of date" in drifted.stderr
-    current = subprocess.run(
-        [*command, str(asyncapi.DOCUMENT_PATH)], cwd=REPO, check=False, timeout=60
-    )
-    assert current.returncode == 0
+    assert_check_flag_reports_drift("jigd.asyncapi", asyncapi.DOCUMENT_PATH, tmp_path)
 
 
 def test_document_is_valid_asyncapi_3(
     document: dict[str, Any], asyncapi_validator: jsonschema.protocols.Validator
 ) -> None:
-    errors = [
-        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-        for e in asyncapi_validator.iter_errors(document)
-    ]
-    assert errors == []
+    assert errors_of(asyncapi_validator, document) == []
     assert document["asyncapi"] == "3.0.0"
 
 
@@ -106,39 +83,14 @@ def test_the_validator_catches_mistakes(
     where: tuple[str, ...],
     value: object,
 ) -> None:
-    broken = json.loads(json.dumps(document))
-    node = broken
-    for key in where[:-1]:
-        node = node[key]
-    node[where[-1]] = value
-    assert not asyncapi_validator.is_valid(broken)
-
-
-def _refs(node: object) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str):
-                yield value
-            else:
-                yield from _refs(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _refs(item)
-
-
-def _resolve(document: dict[str, Any], ref: str) -> Any:
-    assert ref.startswith("#/"), ref
-    node: Any = document
-    for part in ref[2:].split("/"):
-        node = node[part.replace("~1", "/").replace("~0", "~")]
-    return node
+    assert not asyncapi_validator.is_valid(broken(document, where, value))
 
 
 def test_every_reference_resolves(document: dict[str, Any]) -> None:
-    refs = set(_refs(document))
-    assert refs
-    for ref in refs:
-        _resolve(document, ref)
+    found = set(refs(document))
+    assert found
+    for ref in found:
+        resolve(document, ref)
 
 
 def test_channels_operations_and_parameters_agree(document: dict[str, Any]) -> None:

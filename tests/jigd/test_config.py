@@ -38,6 +38,7 @@ def test_example_config_is_valid() -> None:
     assert config.station == "bench-a"
     assert [len(r.slots) for r in config.rigs] == [4, 3]
     assert config.rigs[1].slots[0].transport == "usb"
+    assert config.store_url == "sqlite:///var/lib/jigd/jigd.sqlite3"
 
 
 def test_example_config_check_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -155,3 +156,61 @@ def test_every_relative_path_resolves_against_the_file(tmp_path: Path) -> None:
 def test_format_loc() -> None:
     assert format_loc(("rigs", 1, "slots", 3, "port")) == "rigs[1].slots[3].port"
     assert format_loc(()) == "(top level)"
+
+
+# --- where the store is: store_path or [store] url --------------------------------------------
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "etc" / "station.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text('station = "a"\n' + text, encoding="utf-8")
+    return path
+
+
+def test_the_default_store_is_todays_file(tmp_path: Path) -> None:
+    config = load_config(_config(tmp_path, ""))
+    assert config.store_path == Path("/var/lib/jigd/jigd.sqlite3")
+    assert config.store_url == "sqlite:///var/lib/jigd/jigd.sqlite3"
+
+
+def test_store_path_still_names_the_store(tmp_path: Path) -> None:
+    config = load_config(_config(tmp_path, 'store_path = "state/jigd.sqlite3"\n'))
+    assert config.store_path == tmp_path / "etc" / "state" / "jigd.sqlite3"
+    assert config.store_url == f"sqlite://{tmp_path}/etc/state/jigd.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///srv/jigd/books.sqlite3", "sqlite:///srv/jigd/books.sqlite3"),
+        ("sqlite:state/books.sqlite3", "sqlite://{base}/state/books.sqlite3"),
+    ],
+)
+def test_store_url_names_the_store_relative_to_the_file(
+    tmp_path: Path, url: str, expected: str
+) -> None:
+    config = load_config(_config(tmp_path, f'[store]\nurl = "{url}"\n'))
+    assert config.store_url == expected.format(base=tmp_path / "etc")
+
+
+def test_store_path_and_store_url_together_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(
+        tmp_path, 'store_path = "/srv/a.sqlite3"\n[store]\nurl = "sqlite:///srv/b.sqlite3"\n'
+    )
+    with pytest.raises(ConfigError, match=r"store_path and store\.url both"):
+        load_config(path)
+    assert jigd_main(["config", "check", str(path)]) == 2
+    assert "store_path and store.url" in capsys.readouterr().err
+
+
+def test_a_store_url_no_backend_takes_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(tmp_path, '[store]\nurl = "postgresql://db/jigd"\n')
+    with pytest.raises(ConfigError, match=r"store\.url: .*postgresql://db/jigd.*known: sqlite:"):
+        load_config(path)
+    assert jigd_main(["config", "check", str(path)]) == 2
+    assert "postgresql://db/jigd" in capsys.readouterr().err

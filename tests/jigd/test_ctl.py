@@ -1,4 +1,5 @@
-"""jigctl against a running daemon (in this process, no rigs) over its real Unix socket."""
+"""jigctl against a running daemon (in this process, no rigs: the `daemon` fixture of
+conftest.py) over its real Unix socket."""
 
 from __future__ import annotations
 
@@ -6,18 +7,13 @@ import asyncio
 import csv
 import json
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from jigd.config import StationConfig
 from jigd.ctl import main as jigctl
-from jigd.daemon import run_daemon
-from jigd.secrets import MasterKeys
 from jigd.station import Station
-from tests.services import free_port
 
 GOOD = """guid,manufacturer,model,firmware_version
 00-DB-00-00-00-00-00-01,1086,57310102,04000006
@@ -31,35 +27,6 @@ THREE_MISTAKES = """guid,manufacturer,model,firmware_version
 00-DB-00-00-00-00-00-11,1086,57310102,04000006
 00-DB-00-00-00-00-00-13,1086,5731010,04000006
 """
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Station]:
-    config = StationConfig(
-        station="test",
-        catalog_dir=tmp_path / "catalog",
-        store_path=tmp_path / "state" / "jigd.sqlite3",
-        control_socket=tmp_path / "run" / "control.sock",
-        metrics_port=free_port(),
-        metrics_host="127.0.0.1",
-    )
-    (tmp_path / "catalog").mkdir()
-    ready: asyncio.Future[Station] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        run_daemon(
-            config,
-            master_keys=MasterKeys({}, tmp_path / "keys.toml"),
-            on_ready=ready.set_result,
-            handle_signals=False,
-        )
-    )
-    async with asyncio.timeout(10):
-        station = await ready
-    try:
-        yield station
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def ctl(station: Station, *args: str) -> int:

@@ -19,13 +19,12 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from jigd.events import AlertKind, SlotStatus
 from jigd.model import Guid, Outcome, SlotState, Stage
-from jigd.mqtt import MqttConfigError, MqttPublisher, _describe, parse_mqtt_url
-from jigd.payloads import (
-    AlertKind,
-)
+from jigd.mqtt import MqttPublisher
+from jigd.mqtt_client import MqttCodeError, MqttError, describe_error
+from jigd.mqtt_settings import MqttConfigError, parse_mqtt_url
 from jigd.secrets import Secret
-from jigd.slot import SlotStatus
 from jigd.store import InvalidRecordError
 from jigd.store.sqlite import SqliteStore
 from tests.jigd.mqtt_helpers import (
@@ -236,7 +235,7 @@ from pathlib import Path
 from jigd.config import MqttConfig
 from jigd.model import FirmwareVersion, Outcome
 from jigd.mqtt import MqttPublisher
-from jigd.store import GuidResult
+from jigd.events import GuidResult
 from jigd.store.sqlite import SqliteStore
 
 
@@ -682,12 +681,12 @@ async def test_publisher_settings_are_checked_when_it_is_made(
 
 def test_errors_are_described_by_class_and_code_only() -> None:
     secret = "pa55word"
-    connect = aiomqtt.MqttError(f"[Errno 111] Connection refused {secret}")
-    assert _describe(connect) == "MqttError: errno 111 (Connection refused)"
-    assert _describe(aiomqtt.MqttError(f"weird {secret}")) == "MqttError"
-    lost = aiomqtt.MqttError("Disconnected during message iteration")
-    lost.__cause__ = aiomqtt.MqttCodeError(7, "Unexpected disconnection")
-    assert _describe(lost) == (
+    connect = MqttError(f"[Errno 111] Connection refused {secret}")
+    assert describe_error(connect) == "MqttError: errno 111 (Connection refused)"
+    assert describe_error(MqttError(f"weird {secret}")) == "MqttError"
+    lost = MqttError("Disconnected during message iteration")
+    lost.__cause__ = MqttCodeError(7, "Unexpected disconnection")
+    assert describe_error(lost) == (
         "MqttError: Disconnected during message iteration <- "
         "MqttCodeError: code 7 (The connection was lost.)"
     )

@@ -56,7 +56,7 @@ async def _until(
 
 async def _done(run: DemoRun) -> int:
     batch, _ = await run.progress()
-    return int(batch["expected"] - batch["pending"])
+    return batch.expected - batch.pending
 
 
 async def _metrics(port: int) -> dict[str, float]:
@@ -222,7 +222,7 @@ async def test_results_committed_before_a_sigkill_are_published_after_restart(
             return await _done(run) >= 3
 
         await _until(committed, "three results committed")
-        run.daemon.kill()
+        await run.daemon.kill()
         _, seen["unpublished"] = await _outbox_order(workdir)
         server.start()
         await logistics.connect()
@@ -282,7 +282,7 @@ async def test_a_wrong_password_keeps_flashing_and_is_never_shown(
         samples = await _metrics(metrics_port)
         seen["connected"] = samples["jigd_mqtt_connected"]
         seen["results_refused"] = await _done(run)
-        assert run.daemon.stop() == 0
+        assert await run.daemon.stop() == 0
         secret.write_text(PASSWORD + "\n", encoding="utf-8")
         await run.start_daemon()
 

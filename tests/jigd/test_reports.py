@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from jigd.events import GuidResult
 from jigd.manifest import ManifestRow
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
 from jigd.reports import (
@@ -20,7 +21,6 @@ from jigd.reports import (
     SummaryReport,
     write_reports,
 )
-from jigd.store import GuidResult
 from jigd.store.sqlite import SqliteStore
 
 MODEL = DeviceModel(0x1086, 0x57310102)

@@ -31,11 +31,11 @@ import pytest
 
 from jigd.ctl import ControlClient
 from jigd.demo import DemoOptions, Paths, prepare, sim_process, wait_for_paths
+from jigd.events import BatchStatus, SlotStatus
 from jigd.model import SlotState
 from jigd.sdnotify import Notifier, watchdog_interval_s
 from jigd.service import TEST_BLOCK_LOOP_ENV, status_line
-from jigd.slot import SlotStatus
-from jigd.store import BatchInfo, BatchStatus
+from jigd.store import BatchInfo
 
 WATCHDOG_USEC: Final = 1_000_000  # pings every 0.5 s
 BLOCK_S: Final = 3.0
@@ -269,7 +269,7 @@ async def test_daemon_notifies_ready_status_watchdog_and_stopping(tmp_path: Path
             },
         )
         batch = imported["batch"]
-        sim.start()
+        await sim.start()
         await wait_for_paths([paths.sim / "rig1" / "ctl"], sim, 30.0)
         busy = await listener.wait_for(
             "STATUS", rf"^[1-4]/4 slots busy; batch {batch} open \(\d+/12 done\)$"
@@ -309,5 +309,5 @@ async def test_daemon_notifies_ready_status_watchdog_and_stopping(tmp_path: Path
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
-        sim.stop()
+        await sim.stop()
         listener.stop()

@@ -72,11 +72,11 @@ async def _sigterm(
     busy = await _moment(run, stages, uploading=uploading)
     stop.finishing = {s["guid"] for s in busy if s["stage"] in ACTIVATION}
     stop.uploading = {s["guid"] for s in busy if s["stage"] == "upload"}
-    popen = run.daemon.popen
-    assert popen is not None
+    proc = run.daemon.proc
+    assert proc is not None
     started = time.monotonic()
-    popen.send_signal(signal.SIGTERM)
-    stop.code = await asyncio.to_thread(popen.wait, DEFAULT_BOUND_S + EXIT_MARGIN_S)
+    proc.send_signal(signal.SIGTERM)
+    stop.code = await run.daemon.wait(DEFAULT_BOUND_S + EXIT_MARGIN_S)
     stop.seconds = time.monotonic() - started
     async with await SqliteStore.open(run.paths.store) as store:
         stop.events = await store.journal()
@@ -195,20 +195,20 @@ async def test_a_second_sigterm_cuts_the_drain_short(tmp_path: Path) -> None:
     async def stop_twice_at_once(run: DemoRun) -> None:
         # A long bound, so that only the second signal can explain a quick exit.
         set_timeouts(run.paths.config, shutdown_s=120.0)
-        popen = run.daemon.popen
-        assert popen is not None
-        popen.send_signal(signal.SIGTERM)  # restart with the long bound first
-        assert await asyncio.to_thread(popen.wait, DEFAULT_BOUND_S + EXIT_MARGIN_S) == 0
+        proc = run.daemon.proc
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)  # restart with the long bound first
+        assert await run.daemon.wait(DEFAULT_BOUND_S + EXIT_MARGIN_S) == 0
         await run.start_daemon()
         busy = await _moment(run, SWAPPING, uploading=False)
         stop.finishing = {s["guid"] for s in busy if s["stage"] in ACTIVATION}
-        popen = run.daemon.popen
-        assert popen is not None
+        proc = run.daemon.proc
+        assert proc is not None
         started = time.monotonic()
-        popen.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
-        popen.send_signal(signal.SIGTERM)
-        stop.code = await asyncio.to_thread(popen.wait, EXIT_MARGIN_S)
+        proc.send_signal(signal.SIGTERM)
+        stop.code = await run.daemon.wait(EXIT_MARGIN_S)
         stop.seconds = time.monotonic() - started
         await run.start_daemon()
 

@@ -54,7 +54,7 @@ async def test_daemon_killed_five_times_resumes_and_balances(tmp_path: Path) -> 
             slot = await _wait_for_slot(
                 run, lambda s: s["stage"] == "upload" and 10 < s["progress"] < 90
             )
-            run.daemon.kill()
+            await run.daemon.kill()
             kills.append(str(slot["guid"]))
             await run.start_daemon()
 
@@ -135,7 +135,7 @@ async def test_hub_killed_during_its_swap_that_never_boots_fails_with_no_answer(
         slot = await _wait_for_slot(
             run, lambda s: s["guid"] in bricked and s["stage"] == "await_boot"
         )
-        run.daemon.kill()
+        await run.daemon.kill()
         killed.append(str(slot["guid"]))
         # Shorter boot waits than the demo's (the simulator boots in 2.1 s) keep the restarted
         # daemon's three identify tries of the silent hub short.

@@ -1,0 +1,49 @@
+"""`jigd demo`: a whole station on the simulator, from nothing, with the books checked at the end.
+
+Three processes, as on a real bench: the simulator (`jigsim serve`: rigs, hubs, an operator
+feeding a pallet), the daemon (`jigd run`) and this orchestrator, which talks to the daemon only
+through its control API, as `jigctl` does. Everything goes under the work directory:
+
+    jigd.toml            the config the daemon ran with
+    keys/                manufacturer signing keys, public keys, master-keys.toml (0600)
+    catalog/             freshly signed images, as `jigd catalog add` writes them
+    pallet.json, pallet.manifest.csv
+    state/jigd.sqlite3   the daemon's store
+    reports/             summary.json, results.csv, smi-update.csv, fault-analysis.csv
+    ground-truth.json    every simulated hub's real final state
+    jigd.log, jigsim.log
+
+With `--hub-exe PATH` the simulator's hubs are Zephyr native_sim processes (`jigsim serve
+--hub-exe`): serial slots with console framing, no injected faults, images of 64 KiB by default
+(they must fit the executable's 0x69000-byte slots beside MCUboot's trailer).
+
+The books balance when every manifest GUID has exactly one outcome, every `reflashed` or
+`already_current` hub really runs that version confirmed and locked, `smi-update.csv` is exactly
+the `reflashed` set, `fault-analysis.csv` exactly the `failed` set, GUIDs missing from the pallet
+are `not_received`, and every unlisted hub was rejected and left untouched.
+
+Modules: `workdir` (options, paths, keys, catalog, pallet, the daemon's config), `process` (the
+child processes, asyncio), `run` (a run from start to books), `books` (the check at the end).
+The live view and the report writing are `jigctl`'s (jigd.liveview, `ControlClient.save_report`).
+"""
+
+from jigd.demo.books import check_books
+from jigd.demo.process import Process, daemon_process, sim_process, wait_for_paths
+from jigd.demo.run import DemoRun, run_demo, stop_on_signal
+from jigd.demo.workdir import DemoOptions, Paths, demo_config, demo_options_from, prepare
+
+__all__ = [
+    "DemoOptions",
+    "DemoRun",
+    "Paths",
+    "Process",
+    "check_books",
+    "daemon_process",
+    "demo_config",
+    "demo_options_from",
+    "prepare",
+    "run_demo",
+    "sim_process",
+    "stop_on_signal",
+    "wait_for_paths",
+]

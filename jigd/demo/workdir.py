@@ -1,0 +1,258 @@
+"""The demo's work directory: its options, paths, keys, catalog, pallet and the daemon's config
+(jigd.toml, a `jigd.config.StationConfig` written as TOML)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Final
+
+from firmware_catalog import Catalog, Status
+from jigd.config import (
+    MqttConfig,
+    RetryConfig,
+    RigConfig,
+    SecretsConfig,
+    SlotConfig,
+    StationConfig,
+    TimeoutConfig,
+)
+from jigd.model import DeviceModel, FirmwareVersion
+from jigd.mqtt_settings import parse_mqtt_url
+from sim.bootloader import MAX_IMAGE_SIZE
+from sim.images import make_manufacturer_keys, make_signed_image, write_keys
+from sim.pallet import Pallet, make_pallet, write_pallet
+from sim.serve import USB_SOCKET_FILE, usb_rigs_for
+from sim.usb_device import SIM_USB_PRODUCT_ID, SIM_USB_VENDOR_ID
+
+__all__ = ["DemoOptions", "Paths", "demo_config", "demo_options_from", "prepare", "write_config"]
+
+DEFAULT_MODELS: Final = (DeviceModel(0x1086, 0x57310102), DeviceModel(0x1086, 0x57310201))
+LATEST: Final = FirmwareVersion(0x04000007)
+PREVIOUS: Final = FirmwareVersion(0x04000006)
+MAX_SLOTS_PER_RIG: Final = 8
+DEFAULT_IMAGE_SIZE: Final = 256 * 1024
+EXE_IMAGE_SIZE: Final = 64 * 1024  # --hub-exe: well inside the Zephyr hubs' slots
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    hubs: int = 96
+    rigs: int = 3
+    slots: int = 8  # per rig, 1 to MAX_SLOTS_PER_RIG
+    faults: str = "light"
+    seed: int = 1
+    workdir: Path = Path("jigd-demo")
+    image_size: int = DEFAULT_IMAGE_SIZE
+    baud: int = 921600
+    framing: str = "raw"
+    handling_s: float = 0.25
+    timeout_s: float = 1800.0
+    missing: int | None = None
+    extra: int | None = None
+    current: int | None = None
+    live: bool = True  # redraw the slot table when stdout is a terminal (else progress lines)
+    mqtt: MqttConfig | None = None  # publish to this broker (`--mqtt URL`); None: outbox only
+    transport: str = "serial"  # serial | usb | mixed (odd rigs serial, even rigs USB)
+    metrics_port: int | None = None  # serve /metrics on 127.0.0.1:N
+    outbox_drain_s: float = 15.0  # with mqtt: how long to wait for the last messages at the end
+    hub_exe: Path | None = None  # hubs run this Zephyr native_sim executable (jigsim --hub-exe)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.slots <= MAX_SLOTS_PER_RIG:
+            raise ValueError(f"slots per rig must be 1 to {MAX_SLOTS_PER_RIG}, not {self.slots}")
+        usb_rigs_for(self.transport, self.rigs)  # ValueError naming the choices if unknown
+        if self.hub_exe is not None:
+            _check_exe_options(self)
+
+    @property
+    def usb_rigs(self) -> frozenset[int]:
+        """The rigs whose slots are USB devices on the simulator's USB bus."""
+        return usb_rigs_for(self.transport, self.rigs)
+
+
+def _check_exe_options(options: DemoOptions) -> None:
+    """Zephyr hubs are serial, speak console framing, have no injected faults, and hold
+    images that fit their slots."""
+    if options.hub_exe is not None and not options.hub_exe.is_file():
+        raise ValueError(f"--hub-exe {options.hub_exe}: no such executable")
+    if options.transport != "serial":
+        raise ValueError("--hub-exe: Zephyr hubs are on serial slots; drop --transport")
+    if options.framing != "console":
+        raise ValueError("--hub-exe: Zephyr hubs speak console framing; drop --framing raw")
+    if options.faults != "none":
+        raise ValueError("--hub-exe: no faults are injected into Zephyr hubs; drop --faults")
+    if not 1024 <= options.image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"--hub-exe: --image-size must be 1024 to {MAX_IMAGE_SIZE} (the Zephyr hubs' slot "
+            "size less MCUboot's trailer)"
+        )
+
+
+@dataclass
+class Paths:
+    root: Path
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog"
+
+    @property
+    def sim(self) -> Path:
+        return self.root / "sim"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "jigd.toml"
+
+    @property
+    def pallet(self) -> Path:
+        return self.root / "pallet.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "pallet.manifest.csv"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "run" / "control.sock"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "state" / "jigd.sqlite3"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def ground_truth(self) -> Path:
+        return self.root / "ground-truth.json"
+
+
+def prepare(options: DemoOptions, paths: Paths) -> Pallet:
+    """Keys, a catalog of freshly signed images, a pallet with its manifest, and a config."""
+    for stale in ("catalog", "state", "run", "reports", "sim", "keys"):
+        shutil.rmtree(paths.root / stale, ignore_errors=True)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    manufacturers = sorted({m.manufacturer for m in DEFAULT_MODELS})
+    keys = {m: make_manufacturer_keys(m, options.seed) for m in manufacturers}
+    write_keys(paths.keys, list(keys.values()))
+    (paths.catalog / "keys").mkdir(parents=True)
+    for m, mk in keys.items():
+        (paths.catalog / "keys" / f"{m:04X}.pem").write_bytes(mk.public_pem())
+    catalog = Catalog.open(paths.catalog)
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in DEFAULT_MODELS:
+            for version, status in ((PREVIOUS, Status.PRODUCTION), (LATEST, Status.PRODUCTION)):
+                # The same size and seed as `jigsim serve` uses, so hubs already on the latest
+                # firmware hold byte-identical images (and are `already_current`).
+                image = make_signed_image(
+                    keys[model.manufacturer], model, version, options.image_size, options.seed
+                )
+                path = Path(tmp) / f"{model.model_hex}-{version}.bin"
+                path.write_bytes(image)
+                catalog.add(path, model, version, status, date(2026, 1, 31), notes="demo")
+    pallet = make_pallet(
+        options.hubs,
+        seed=options.seed,
+        missing=options.missing,
+        extra=options.extra,
+        current=options.current,
+        models=DEFAULT_MODELS,
+        latest=dict.fromkeys(DEFAULT_MODELS, LATEST),
+        fault_profile=options.faults,
+    )
+    write_pallet(pallet, paths.pallet, paths.manifest)
+    write_config(options, paths)
+    return pallet
+
+
+def write_config(options: DemoOptions, paths: Paths) -> StationConfig:
+    """Write the daemon's configuration to `paths.config`; the config it holds."""
+    config = demo_config(options, paths)
+    paths.config.write_text(
+        config.to_toml("Written by `jigd demo`: a station driving simulated rigs."),
+        encoding="utf-8",
+    )
+    return config
+
+
+def _slot(options: DemoOptions, sim: Path, rig: int, slot: int) -> SlotConfig:
+    """A USB rig's slot is a device on the simulator's USB bus, a serial rig's a pty."""
+    if rig in options.usb_rigs:
+        return SlotConfig(
+            slot=slot,
+            transport="usb",
+            port=f"1-{rig}.{slot}",
+            usb_vendor_id=SIM_USB_VENDOR_ID,
+            usb_product_id=SIM_USB_PRODUCT_ID,
+            usb_backend=f"sim+unix://{sim / USB_SOCKET_FILE}",
+        )
+    port = str(sim / f"rig{rig}" / f"slot{slot}")
+    framing = {"framing": options.framing}  # validated as the config's choices
+    return SlotConfig.model_validate(
+        {"slot": slot, "port": port, **framing, "baudrate": options.baud}
+    )
+
+
+def demo_config(options: DemoOptions, paths: Paths) -> StationConfig:
+    """The daemon's configuration: a station driving the simulator's rigs."""
+    where = Paths(paths.root.resolve())  # the daemon may run in another directory
+    sim = where.sim
+    rigs = [
+        RigConfig(
+            rig=rig,
+            controller=str(sim / f"rig{rig}" / "ctl"),
+            slots=[_slot(options, sim, rig, slot) for slot in range(1, options.slots + 1)],
+        )
+        for rig in range(1, options.rigs + 1)
+    ]
+    extra: dict[str, Any] = {}
+    if options.metrics_port is not None:
+        extra["metrics_port"] = options.metrics_port
+    if options.mqtt is not None:
+        extra["mqtt"] = options.mqtt.model_copy(update={"enabled": True})
+    return StationConfig(
+        station="demo",
+        catalog_dir=where.catalog,
+        store_path=where.store,
+        control_socket=where.socket,
+        **extra,
+        secrets=SecretsConfig(master_keys_file=where.keys / "master-keys.toml"),
+        timeouts=TimeoutConfig(
+            request_s=1.0,
+            boot_s=10.0,
+            swap_s=10.0,
+            stage_s=30.0,
+            shutdown_s=20.0,  # within the demo's STOP_TIMEOUT_S before it kills the daemon
+        ),
+        retries=RetryConfig(stage_attempts=3, rig_reconnect_max_s=2.0),
+        rigs=rigs,
+    )
+
+
+def demo_options_from(args: Any) -> DemoOptions:
+    hub_exe = Path(args.hub_exe) if args.hub_exe else None
+    exe_mode = hub_exe is not None
+    return DemoOptions(
+        hubs=args.hubs,
+        rigs=args.rigs,
+        faults=args.faults or ("none" if exe_mode else "light"),
+        seed=args.seed,
+        workdir=Path(args.workdir),
+        image_size=args.image_size or (EXE_IMAGE_SIZE if exe_mode else DEFAULT_IMAGE_SIZE),
+        baud=args.baud,
+        framing=args.framing or ("console" if exe_mode else "raw"),
+        mqtt=parse_mqtt_url(args.mqtt) if args.mqtt is not None else None,
+        transport=args.transport,
+        metrics_port=args.metrics_port,
+        hub_exe=hub_exe,
+    )

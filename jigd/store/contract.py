@@ -1,0 +1,249 @@
+"""The store contract: what the station, control API, MQTT publisher and reports need from a
+store (docs/architecture.md, "Store"). The one place each operation is described; a backend
+(jigd.store.sqlite) implements every abstract method and is tested by
+tests/jigd/store/test_contract.py.
+
+Every write is atomic: a result, its journal entry and its outbox events commit together or not
+at all, and a write is durable when its call returns. A call whose caller is cancelled may still
+complete; re-reading tells. Errors are StoreError subclasses (jigd.store.errors).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+from jigd.events import AlertKind, BatchStatus, GuidResult
+from jigd.manifest import ManifestRow
+from jigd.model import DeviceModel, FirmwareVersion, Guid, Stage
+from jigd.store.values import (
+    AttemptRecord,
+    BatchInfo,
+    BatchRef,
+    GuidState,
+    InterruptedGuid,
+    JournalEvent,
+    OutboxMessage,
+    RejectedHub,
+)
+
+__all__ = ["Clock", "Store", "utc_now"]
+
+# What a backend reads the time from (tests give a clock of their own).
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store(abc.ABC):
+    """A station's durable books: batches, per-GUID state and attempts, journal, outbox.
+
+    Use as `async with await open_store(url) as store:`, or call `close()`.
+    """
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def outbox_changed(self) -> asyncio.Event:
+        """Set whenever a commit adds to the outbox; the publisher clears it before reading."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the store (connections, threads); idempotent. Later calls raise
+        StoreClosedError."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The version of the schema the store is at (the newest this jigd knows, once open)."""
+
+    @abc.abstractmethod
+    async def recover_interrupted(self) -> list[InterruptedGuid]:
+        """Mark every GUID left in progress by a previous run interrupted; returns them.
+
+        Each open attempt is closed with error code `interrupted` and journalled; the GUID
+        resumes, as its next attempt, when its hub is seen again.
+        """
+
+    # --- batches ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def import_batch(
+        self, rows: Sequence[ManifestRow], booking: str, party: str, source: str
+    ) -> str:
+        """Store a validated manifest as a new open batch, atomically; returns its id.
+
+        Ids are `B000001`, `B000002`, ... in import order (safe in paths and topic levels).
+        Queues the batch's first summary event. Refused with ManifestError (nothing stored) if
+        booking or party is empty, the rows are empty or repeat a GUID, or
+        (GuidInOpenBatchError) a GUID is in another open batch.
+        """
+
+    @abc.abstractmethod
+    async def list_batches(self, status: BatchStatus | None = None) -> list[BatchInfo]:
+        """Every batch (or those with `status`), oldest first, with counts."""
+
+    @abc.abstractmethod
+    async def get_batch(self, batch_id: str) -> BatchInfo:
+        """The batch with counts per outcome and pending; UnknownBatchError if there is none."""
+
+    @abc.abstractmethod
+    async def close_batch(self, batch_id: str) -> BatchInfo:
+        """Close the batch: never-seen GUIDs become not_received, the final summary is queued.
+
+        The final summary carries the GUID lists per outcome. A GUID interrupted by a restart
+        and not seen again becomes `failed` (code `interrupted`, at the stage it reached), with
+        its result event. Refused while a hub of the batch is being flashed (BatchBusyError),
+        for an unknown (UnknownBatchError) or closed batch (BatchClosedError).
+        """
+
+    @abc.abstractmethod
+    async def find_open_batch(self, guid: Guid) -> BatchRef | None:
+        """The open batch listing this GUID (the oldest, if several), or None (the hub is then
+        rejected)."""
+
+    @abc.abstractmethod
+    async def guid_state(self, batch_id: str, guid: Guid) -> GuidState:
+        """Everything recorded about the GUID in the batch (UnknownBatchError,
+        UnknownGuidError if not listed)."""
+
+    @abc.abstractmethod
+    async def batch_results(self, batch_id: str) -> list[GuidState]:
+        """Every GUID of the batch with its state, sorted by GUID."""
+
+    @abc.abstractmethod
+    async def interrupted_in_slot(self, rig: int, slot: int) -> GuidState | None:
+        """The GUID of an open batch whose last attempt, in this rig and slot, was interrupted:
+        the hub jigd was flashing there when it stopped or lost the rig (latest first)."""
+
+    # --- attempts and results -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def begin_attempt(
+        self,
+        batch_id: str,
+        guid: Guid,
+        rig: int,
+        slot: int,
+        *,
+        model: DeviceModel | None = None,
+        from_version: FirmwareVersion | None = None,
+    ) -> int:
+        """Start an attempt on the GUID in rig/slot; returns its number (1, 2, ...).
+
+        `model` and `from_version` are what the hub identified as; the first ones recorded for
+        the GUID are kept, so after an interruption the batch still knows the firmware the hub
+        arrived with. Refused for a GUID with an outcome (OutcomeAlreadyRecordedError), in a
+        closed batch (BatchClosedError) or with an attempt running in another slot
+        (GuidBusyError); an attempt left open in the same slot is closed as interrupted.
+        """
+
+    @abc.abstractmethod
+    async def record_stage(
+        self, batch_id: str, guid: Guid, attempt: int, stage: Stage, detail: str | None = None
+    ) -> None:
+        """Journal that the attempt reached `stage` (and remember it as the stage reached);
+        UnknownAttemptError if there is no such attempt."""
+
+    @abc.abstractmethod
+    async def end_attempt(
+        self,
+        batch_id: str,
+        guid: Guid,
+        attempt: int,
+        *,
+        stage: Stage,
+        error_code: str,
+        error_detail: str | None = None,
+    ) -> None:
+        """Close an attempt that failed at `stage` and will be retried (no outcome yet);
+        UnknownAttemptError if it is not running."""
+
+    @abc.abstractmethod
+    async def interrupt_attempt(
+        self, batch_id: str, guid: Guid, attempt: int, *, stage: Stage, reason: str
+    ) -> None:
+        """Close a running attempt cut short by something other than the hub (its rig went away,
+        it was pulled, jigd is stopping): the GUID becomes `interrupted` and resumes when seen."""
+
+    @abc.abstractmethod
+    async def attempts(self, batch_id: str, guid: Guid) -> list[AttemptRecord]:
+        """Every attempt on the GUID in the batch, first first."""
+
+    @abc.abstractmethod
+    async def record_result(self, result: GuidResult) -> None:
+        """Record the GUID's one final outcome; durable when this returns.
+
+        In one transaction: the per-GUID state, the attempt row closed, a journal event, the
+        result event and an updated batch summary event in the outbox. A second result for the
+        same GUID raises OutcomeAlreadyRecordedError and changes nothing.
+        """
+
+    # --- rejected hubs, alerts and the journal ------------------------------------------------
+
+    @abc.abstractmethod
+    async def record_rejected(self, guid: Guid, rig: int, slot: int, reason: str) -> int:
+        """Record a hub no open batch lists (journal + alert event); returns its row id.
+
+        InvalidRecordError for a rig/slot out of range or an empty reason.
+        """
+
+    @abc.abstractmethod
+    async def record_alert(
+        self,
+        kind: AlertKind,
+        *,
+        detail: str,
+        rig: int | None = None,
+        slot: int | None = None,
+        guid: Guid | None = None,
+        model: DeviceModel | None = None,
+        reason: str | None = None,
+    ) -> str:
+        """Journal an alert (`rig_offline`, `no_firmware`, `unidentified_hub`) and queue its
+        alert event in one transaction, so it is as durable as a result; returns its event_id.
+
+        A rejected hub is recorded with record_rejected, which also keeps it on the station's
+        record of rejected hubs. InvalidRecordError when the fields do not fit the kind.
+        """
+
+    @abc.abstractmethod
+    async def list_rejected(self) -> list[RejectedHub]:
+        """Every rejected hub, oldest first."""
+
+    @abc.abstractmethod
+    async def journal(
+        self, *, batch_id: str | None = None, guid: Guid | None = None
+    ) -> list[JournalEvent]:
+        """Journal events in order, optionally only those of a batch and/or GUID."""
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def outbox_pending(self, limit: int = 100) -> list[OutboxMessage]:
+        """Up to `limit` undelivered events in commit order (InvalidRecordError if limit < 1)."""
+
+    @abc.abstractmethod
+    async def mark_published(self, ids: Iterable[int]) -> int:
+        """Mark events the broker acknowledged as delivered; returns how many were pending."""
+
+    @abc.abstractmethod
+    async def outbox_depth(self) -> int:
+        """How many events wait to be delivered."""

@@ -1,0 +1,59 @@
+"""The store factory: a store URL's scheme picks the backend that opens it.
+
+`open_store("sqlite:///var/lib/jigd/jigd.sqlite3")`. A backend is one module implementing the
+contract (jigd.store.contract.Store) plus one entry in BACKENDS (docs/architecture.md,
+"Adding a store backend").
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from jigd.store import sqlite
+from jigd.store.contract import Clock, Store, utc_now
+from jigd.store.errors import StoreUrlError
+
+__all__ = ["BACKENDS", "Backend", "backend_for", "open_store", "resolve_store_url"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """How to open a store URL of one scheme, and how to resolve a relative location in one."""
+
+    open: Callable[[str, Clock], Awaitable[Store]]
+    resolve: Callable[[str, Path], str]  # (url, base directory) -> url; checks the URL
+
+
+async def _open_sqlite(url: str, clock: Clock) -> Store:
+    return await sqlite.open_url(url, clock=clock)
+
+
+BACKENDS: dict[str, Backend] = {
+    sqlite.SCHEME: Backend(open=_open_sqlite, resolve=sqlite.resolve_url),
+}
+
+
+def backend_for(url: str) -> Backend:
+    """The backend of the URL's scheme; StoreUrlError naming the URL otherwise."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    backend = BACKENDS.get(scheme)
+    if backend is None:
+        known = ", ".join(f"{name}:" for name in sorted(BACKENDS))
+        raise StoreUrlError(
+            f"store URL {url!r}: no store backend for scheme {scheme or '(none)'!r}; known: {known}"
+        )
+    return backend
+
+
+def resolve_store_url(url: str, base: Path) -> str:
+    """The URL checked, with a relative location made absolute against `base` (the directory of
+    the configuration file); StoreUrlError if no backend takes it."""
+    return backend_for(url).resolve(url, base)
+
+
+async def open_store(url: str, *, clock: Clock = utc_now) -> Store:
+    """Open (creating and migrating as needed) the store the URL names."""
+    return await backend_for(url).open(url, clock)

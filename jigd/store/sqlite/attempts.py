@@ -1,0 +1,323 @@
+"""The SQLite store's attempt operations: begin, stages, end, interrupt, the final result, and
+the recovery of attempts a previous run left open.
+
+Each operation is one job on the worker thread (see jigd.store.sqlite.worker); the contract
+(jigd.store.contract.Store) describes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from jigd.events import GuidResult, parse_utc
+from jigd.model import DeviceModel, FirmwareVersion, Guid, Stage
+from jigd.store.errors import GuidBusyError, OutcomeAlreadyRecordedError, UnknownAttemptError
+from jigd.store.sqlite import rows as db
+from jigd.store.sqlite.worker import SqliteWorker, notifies, on_worker
+from jigd.store.values import AttemptRecord, GuidStatus, InterruptedGuid
+
+__all__ = ["AttemptOperations"]
+
+_LOGGER = logging.getLogger(__package__)  # one logger for the backend: jigd.store.sqlite
+
+
+class AttemptOperations(SqliteWorker):
+    """Attempts on the GUIDs of a batch, and their final results."""
+
+    @on_worker
+    def recover_interrupted(self) -> list[InterruptedGuid]:
+        now = self._now()
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE guid_states SET status = 'interrupted', updated_at = ? "
+                "WHERE status = 'in_progress' RETURNING batch_id, guid, rig, slot",
+                (now,),
+            ).fetchall()
+            found = []
+            for batch_id, guid_text, rig, slot in sorted(rows):
+                guid = Guid.parse(guid_text)
+                conn.execute(
+                    "UPDATE attempts SET finished_at = ?, error_code = ?, error_detail = ? "
+                    "WHERE batch_id = ? AND guid = ? AND finished_at IS NULL",
+                    (
+                        now,
+                        db.INTERRUPTED_CODE,
+                        "jigd stopped during this attempt",
+                        batch_id,
+                        guid_text,
+                    ),
+                )
+                db.journal(
+                    conn, now, "interrupted", batch_id=batch_id, guid=guid, rig=rig, slot=slot
+                )
+                found.append(InterruptedGuid(batch_id, guid))
+        for item in found:
+            _LOGGER.warning(
+                "batch %s GUID %s: flash interrupted by a restart; it resumes when the hub "
+                "is seen again",
+                item.batch_id,
+                item.guid,
+            )
+        return found
+
+    @on_worker
+    def begin_attempt(
+        self,
+        batch_id: str,
+        guid: Guid,
+        rig: int,
+        slot: int,
+        *,
+        model: DeviceModel | None = None,
+        from_version: FirmwareVersion | None = None,
+    ) -> int:
+        db.check_slot(rig, slot)
+        now = self._now()
+        with self._write() as conn:
+            db.open_batch_info(conn, batch_id)
+            state = db.state_row(conn, batch_id, guid)
+            if state.outcome is not None:
+                raise OutcomeAlreadyRecordedError(batch_id, guid, state.outcome)
+            resumed = state.status is GuidStatus.INTERRUPTED
+            running = _open_attempt(conn, batch_id, guid)
+            if running is not None:
+                if (running[1], running[2]) != (rig, slot):
+                    raise GuidBusyError(batch_id, guid, running[1], running[2])
+                # The same slot begins again, so its previous attempt is over: it was cut off
+                # before it could be closed (the rig lost while a failed attempt was closed).
+                _close_cut_off_attempt(conn, now, batch_id, guid, running)
+                resumed = True
+            attempt = state.attempts + 1
+            conn.execute(
+                "INSERT INTO attempts (batch_id, guid, attempt, rig, slot, started_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (batch_id, str(guid), attempt, rig, slot, now),
+            )
+            conn.execute(
+                "UPDATE guid_states SET status = 'in_progress', attempts = ?, rig = ?, slot = ?, "
+                "started_at = COALESCE(started_at, ?), updated_at = ?, "
+                "model = COALESCE(model, ?), from_version = COALESCE(from_version, ?) "
+                "WHERE batch_id = ? AND guid = ?",
+                (
+                    attempt,
+                    rig,
+                    slot,
+                    now,
+                    now,
+                    db.opt_str(model),
+                    db.opt_str(from_version),
+                    batch_id,
+                    str(guid),
+                ),
+            )
+            db.journal(
+                conn,
+                now,
+                "attempt_started",
+                batch_id=batch_id,
+                guid=guid,
+                rig=rig,
+                slot=slot,
+                attempt=attempt,
+                resumed=resumed,
+            )
+        _LOGGER.info(
+            "rig %d slot %d GUID %s: attempt %d (batch %s)", rig, slot, guid, attempt, batch_id
+        )
+        return attempt
+
+    @on_worker
+    def record_stage(
+        self, batch_id: str, guid: Guid, attempt: int, stage: Stage, detail: str | None = None
+    ) -> None:
+        now = self._now()
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE attempts SET stage_reached = ? "
+                "WHERE batch_id = ? AND guid = ? AND attempt = ? RETURNING rig, slot",
+                (str(stage), batch_id, str(guid), attempt),
+            ).fetchone()
+            if row is None:
+                raise UnknownAttemptError(batch_id, guid, attempt)
+            db.journal(
+                conn,
+                now,
+                "stage",
+                batch_id=batch_id,
+                guid=guid,
+                rig=row[0],
+                slot=row[1],
+                attempt=attempt,
+                stage=str(stage),
+                detail=detail,
+            )
+
+    @on_worker
+    def end_attempt(
+        self,
+        batch_id: str,
+        guid: Guid,
+        attempt: int,
+        *,
+        stage: Stage,
+        error_code: str,
+        error_detail: str | None = None,
+    ) -> None:
+        now = self._now()
+        with self._write() as conn:
+            rig, slot = _close_attempt(
+                conn, now, (batch_id, guid, attempt), stage, (error_code, error_detail)
+            )
+            db.journal(
+                conn,
+                now,
+                "attempt_failed",
+                batch_id=batch_id,
+                guid=guid,
+                rig=rig,
+                slot=slot,
+                attempt=attempt,
+                stage=str(stage),
+                code=error_code,
+                detail=error_detail,
+            )
+
+    @on_worker
+    def interrupt_attempt(
+        self, batch_id: str, guid: Guid, attempt: int, *, stage: Stage, reason: str
+    ) -> None:
+        now = self._now()
+        with self._write() as conn:
+            rig, slot = _close_attempt(
+                conn, now, (batch_id, guid, attempt), stage, (db.INTERRUPTED_CODE, reason)
+            )
+            conn.execute(
+                "UPDATE guid_states SET status = 'interrupted', updated_at = ? "
+                "WHERE batch_id = ? AND guid = ? AND status = 'in_progress'",
+                (now, batch_id, str(guid)),
+            )
+            db.journal(
+                conn,
+                now,
+                "interrupted",
+                batch_id=batch_id,
+                guid=guid,
+                rig=rig,
+                slot=slot,
+                attempt=attempt,
+                stage=str(stage),
+                detail=reason,
+            )
+        _LOGGER.warning(
+            "batch %s GUID %s: attempt %d interrupted at stage %s: %s",
+            batch_id,
+            guid,
+            attempt,
+            stage,
+            reason,
+        )
+
+    @on_worker
+    def attempts(self, batch_id: str, guid: Guid) -> list[AttemptRecord]:
+        with self._read() as conn:
+            db.state_row(conn, batch_id, guid)
+            rows = conn.execute(
+                "SELECT attempt, rig, slot, started_at, finished_at, stage_reached, error_code, "
+                "error_detail FROM attempts WHERE batch_id = ? AND guid = ? ORDER BY attempt",
+                (batch_id, str(guid)),
+            ).fetchall()
+        return [
+            AttemptRecord(
+                attempt=attempt,
+                rig=rig,
+                slot=slot,
+                started=parse_utc(started),
+                finished=db.opt_time(finished),
+                stage_reached=None if stage is None else Stage(stage),
+                error_code=code,
+                error_detail=detail,
+            )
+            for attempt, rig, slot, started, finished, stage, code, detail in rows
+        ]
+
+    @notifies
+    @on_worker
+    def record_result(self, result: GuidResult) -> None:
+        now = self._now()
+        with self._write() as conn:
+            state = db.state_row(conn, result.batch_id, result.guid)
+            if state.outcome is not None:
+                raise OutcomeAlreadyRecordedError(result.batch_id, result.guid, state.outcome)
+            db.open_batch_info(conn, result.batch_id)
+            db.write_result(conn, result, now, summary=True)
+        _LOGGER.info(
+            "rig %d slot %d GUID %s: %s (batch %s)",
+            result.rig,
+            result.slot,
+            result.guid,
+            result.outcome,
+            result.batch_id,
+        )
+
+
+def _open_attempt(
+    conn: sqlite3.Connection, batch_id: str, guid: Guid
+) -> tuple[int, int, int] | None:
+    row = conn.execute(
+        "SELECT attempt, rig, slot FROM attempts "
+        "WHERE batch_id = ? AND guid = ? AND finished_at IS NULL "
+        "ORDER BY attempt DESC LIMIT 1",
+        (batch_id, str(guid)),
+    ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+
+def _close_cut_off_attempt(
+    conn: sqlite3.Connection,
+    now: str,
+    batch_id: str,
+    guid: Guid,
+    running: tuple[int, int, int],
+) -> None:
+    attempt, rig, slot = running
+    detail = "cut off before it was closed; the slot began a new attempt"
+    conn.execute(
+        "UPDATE attempts SET finished_at = ?, error_code = ?, error_detail = ? "
+        "WHERE batch_id = ? AND guid = ? AND attempt = ?",
+        (now, db.INTERRUPTED_CODE, detail, batch_id, str(guid), attempt),
+    )
+    db.journal(
+        conn,
+        now,
+        "interrupted",
+        batch_id=batch_id,
+        guid=guid,
+        rig=rig,
+        slot=slot,
+        attempt=attempt,
+        detail=detail,
+    )
+    _LOGGER.warning("batch %s GUID %s: attempt %d %s", batch_id, guid, attempt, detail)
+
+
+def _close_attempt(
+    conn: sqlite3.Connection,
+    now: str,
+    key: tuple[str, Guid, int],
+    stage: Stage,
+    error: tuple[str, str | None],
+) -> tuple[int, int]:
+    """Close the running attempt (batch, GUID, number) at `stage` with an error (code, detail);
+    its rig and slot. UnknownAttemptError if it is not running."""
+    batch_id, guid, attempt = key
+    code, detail = error
+    row = conn.execute(
+        "UPDATE attempts SET finished_at = ?, stage_reached = ?, error_code = ?, "
+        "error_detail = ? WHERE batch_id = ? AND guid = ? AND attempt = ? "
+        "AND finished_at IS NULL RETURNING rig, slot",
+        (now, str(stage), code, detail, batch_id, str(guid), attempt),
+    ).fetchone()
+    if row is None:
+        raise UnknownAttemptError(batch_id, guid, attempt)
+    return int(row[0]), int(row[1])

@@ -1,0 +1,282 @@
+"""Rows shared by the SQLite store's operations: the journal, the outbox, batches, GUID states
+and results, read and written inside a transaction on the worker thread."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from jigd.events import (
+    MAX_SLOT,
+    BatchStatus,
+    GuidResult,
+    OutboxEvent,
+    format_utc,
+    parse_utc,
+    result_event,
+)
+from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
+from jigd.store.errors import (
+    BatchClosedError,
+    InvalidRecordError,
+    UnknownBatchError,
+    UnknownGuidError,
+)
+from jigd.store.values import BatchInfo, GuidState, GuidStatus, summary_event
+
+_T = TypeVar("_T")
+
+# Rows per `IN (...)` query; far below SQLite's limit on bound parameters.
+_CHUNK = 500
+INTERRUPTED_CODE = "interrupted"
+
+STATE_COLUMNS = """
+    s.batch_id, s.guid, e.line, e.declared_model, e.declared_firmware, s.status, s.outcome,
+    s.model, s.from_version, s.to_version, s.image_sha256, s.rig, s.slot, s.attempts,
+    s.started_at, s.finished_at, s.failure_stage, s.failure_code, s.failure_detail,
+    s.last_link_errors
+"""
+STATE_FROM = "guid_states s JOIN expected_guids e USING (batch_id, guid)"
+
+
+def placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def opt_time(text: str | None) -> datetime | None:
+    return None if text is None else parse_utc(text)
+
+
+def opt_str(value: object | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def check_slot(rig: int, slot: int) -> None:
+    if rig < 1 or not 1 <= slot <= MAX_SLOT:
+        raise InvalidRecordError(f"rig {rig} slot {slot} is not a rig (1+) and slot (1-{MAX_SLOT})")
+
+
+def journal(
+    conn: sqlite3.Connection,
+    now: str,
+    kind: str,
+    *,
+    batch_id: str | None = None,
+    guid: Guid | None = None,
+    rig: int | None = None,
+    slot: int | None = None,
+    **data: Any,
+) -> None:
+    """Append an event to the journal."""
+    conn.execute(
+        "INSERT INTO events (ts, kind, batch_id, guid, rig, slot, data) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (now, kind, batch_id, opt_str(guid), rig, slot, json.dumps(data, sort_keys=True)),
+    )
+
+
+def enqueue(conn: sqlite3.Connection, event: OutboxEvent, now: str) -> None:
+    """Queue an event in the outbox: its kind and its payload text, as delivered."""
+    conn.execute(
+        "INSERT INTO outbox (event_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+        (event.event_id, str(event.KIND), event.to_json(), now),
+    )
+
+
+def batch_row(conn: sqlite3.Connection, batch_id: str) -> tuple[Any, ...]:
+    row = conn.execute(
+        "SELECT id, booking, party, source, status, created_at, closed_at "
+        "FROM batches WHERE id = ?",
+        (batch_id,),
+    ).fetchone()
+    if row is None:
+        raise UnknownBatchError(batch_id)
+    return tuple(row)
+
+
+def batch_info(conn: sqlite3.Connection, batch_id: str) -> BatchInfo:
+    _, booking, party, source, status, created_at, closed_at = batch_row(conn, batch_id)
+    counts = dict.fromkeys(Outcome, 0)
+    expected = received = pending = 0
+    for outcome, number, seen in conn.execute(
+        "SELECT outcome, COUNT(*), SUM(attempts > 0) FROM guid_states "
+        "WHERE batch_id = ? GROUP BY outcome",
+        (batch_id,),
+    ):
+        expected += number
+        received += seen
+        if outcome is None:
+            pending += number
+        else:
+            counts[Outcome(outcome)] = number
+    return BatchInfo(
+        batch_id=batch_id,
+        booking=booking,
+        party=party,
+        source=source,
+        status=BatchStatus(status),
+        created_at=parse_utc(created_at),
+        closed_at=opt_time(closed_at),
+        expected=expected,
+        received=received,
+        pending=pending,
+        counts=counts,
+    )
+
+
+def open_batch_info(conn: sqlite3.Connection, batch_id: str) -> BatchInfo:
+    info = batch_info(conn, batch_id)
+    if info.closed_at is not None:
+        raise BatchClosedError(batch_id, info.closed_at)
+    return info
+
+
+def state_row(conn: sqlite3.Connection, batch_id: str, guid: Guid) -> GuidState:
+    batch_row(conn, batch_id)
+    row = conn.execute(
+        f"SELECT {STATE_COLUMNS} FROM {STATE_FROM} WHERE batch_id = ? AND guid = ?",  # noqa: S608 - constant SQL fragments
+        (batch_id, str(guid)),
+    ).fetchone()
+    if row is None:
+        raise UnknownGuidError(batch_id, guid)
+    return to_state(row)
+
+
+def enqueue_summary(conn: sqlite3.Connection, batch_id: str, now: str, *, with_guids: bool) -> None:
+    """Queue the batch's summary event (with the GUID lists per outcome when `with_guids`)."""
+    info = batch_info(conn, batch_id)
+    guids: dict[Outcome, list[Guid]] | None = None
+    if with_guids:
+        guids = {o: [] for o in Outcome}
+        for guid, outcome in conn.execute(
+            "SELECT guid, outcome FROM guid_states "
+            "WHERE batch_id = ? AND outcome IS NOT NULL ORDER BY guid",
+            (batch_id,),
+        ):
+            guids[Outcome(outcome)].append(Guid.parse(guid))
+    enqueue(conn, summary_event(info, guids, now=parse_utc(now)), now)
+
+
+def write_result(conn: sqlite3.Connection, result: GuidResult, now: str, *, summary: bool) -> None:
+    """The GUID's final state, its attempt closed, a journal entry and the result event (and
+    the batch's summary event when `summary`)."""
+    key = (result.batch_id, str(result.guid))
+    conn.execute(
+        "UPDATE guid_states SET status = 'final', outcome = ?, model = ?, from_version = ?, "
+        "to_version = ?, image_sha256 = ?, rig = ?, slot = ?, attempts = ?, started_at = ?, "
+        "finished_at = ?, failure_stage = ?, failure_code = ?, failure_detail = ?, "
+        "last_link_errors = ?, updated_at = ? WHERE batch_id = ? AND guid = ?",
+        (
+            str(result.outcome),
+            opt_str(result.model),
+            opt_str(result.from_version),
+            opt_str(result.to_version),
+            result.image_sha256,
+            result.rig,
+            result.slot,
+            result.attempts,
+            format_utc(result.started),
+            format_utc(result.finished),
+            opt_str(result.failure_stage),
+            result.failure_code,
+            result.failure_detail,
+            json.dumps(list(result.last_link_errors)),
+            now,
+            *key,
+        ),
+    )
+    stage = result.failure_stage or Stage.RECORD
+    conn.execute(
+        "INSERT INTO attempts (batch_id, guid, attempt, rig, slot, started_at, finished_at, "
+        "stage_reached, error_code, error_detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (batch_id, guid, attempt) DO UPDATE SET "
+        "finished_at = COALESCE(finished_at, excluded.finished_at), "
+        "stage_reached = excluded.stage_reached, error_code = excluded.error_code, "
+        "error_detail = excluded.error_detail",
+        (
+            *key,
+            result.attempts,
+            result.rig,
+            result.slot,
+            format_utc(result.started),
+            format_utc(result.finished),
+            str(stage),
+            result.failure_code,
+            result.failure_detail,
+        ),
+    )
+    event = result_event(result, now=parse_utc(now))
+    journal(
+        conn,
+        now,
+        "result",
+        batch_id=result.batch_id,
+        guid=result.guid,
+        rig=result.rig,
+        slot=result.slot,
+        outcome=str(result.outcome),
+        to_version=opt_str(result.to_version),
+        failure_stage=opt_str(result.failure_stage),
+        failure_code=result.failure_code,
+        event_id=event.event_id,
+    )
+    enqueue(conn, event, now)
+    if summary:
+        enqueue_summary(conn, result.batch_id, now, with_guids=False)
+
+
+def to_state(row: Sequence[Any]) -> GuidState:
+    (
+        batch_id,
+        guid,
+        line,
+        declared_model,
+        declared_firmware,
+        status,
+        outcome,
+        model,
+        from_version,
+        to_version,
+        image_sha256,
+        rig,
+        slot,
+        attempts,
+        started,
+        finished,
+        failure_stage,
+        failure_code,
+        failure_detail,
+        last_link_errors,
+    ) = row
+    return GuidState(
+        batch_id=batch_id,
+        guid=Guid.parse(guid),
+        line=line,
+        declared_model=None if declared_model is None else DeviceModel.parse(declared_model),
+        declared_firmware_version=(
+            None if declared_firmware is None else FirmwareVersion.parse(declared_firmware)
+        ),
+        status=GuidStatus(status),
+        outcome=None if outcome is None else Outcome(outcome),
+        model=None if model is None else DeviceModel.parse(model),
+        from_version=None if from_version is None else FirmwareVersion.parse(from_version),
+        to_version=None if to_version is None else FirmwareVersion.parse(to_version),
+        image_sha256=image_sha256,
+        rig=rig,
+        slot=slot,
+        attempts=attempts,
+        started=opt_time(started),
+        finished=opt_time(finished),
+        failure_stage=None if failure_stage is None else Stage(failure_stage),
+        failure_code=failure_code,
+        failure_detail=failure_detail,
+        last_link_errors=tuple(json.loads(last_link_errors)),
+    )

@@ -1,0 +1,199 @@
+"""The values the store returns: immutable, with the typed identifiers of jigd.model and
+timezone-aware UTC datetimes."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from jigd.events import (
+    BatchStatus,
+    EventKind,
+    GuidLists,
+    OutcomeCounts,
+    SummaryEvent,
+    new_event_id,
+)
+from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
+
+__all__ = [
+    "AttemptRecord",
+    "BatchInfo",
+    "BatchRef",
+    "GuidState",
+    "GuidStatus",
+    "InterruptedGuid",
+    "JournalEvent",
+    "OutboxMessage",
+    "RejectedHub",
+    "summary_event",
+]
+
+
+class GuidStatus(enum.StrEnum):
+    """Where a listed GUID is: not seen yet, being flashed, cut short by a restart, or done."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    INTERRUPTED = "interrupted"
+    FINAL = "final"
+
+
+def _zero_counts() -> Mapping[Outcome, int]:
+    return MappingProxyType(dict.fromkeys(Outcome, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """A batch and how far it has got. `counts` has every outcome; `pending` has none yet."""
+
+    batch_id: str
+    booking: str
+    party: str
+    source: str
+    status: BatchStatus
+    created_at: datetime
+    closed_at: datetime | None
+    expected: int
+    received: int  # GUIDs seen in a slot at least once
+    pending: int  # GUIDs without an outcome yet (not seen, in progress or interrupted)
+    counts: Mapping[Outcome, int] = field(default_factory=_zero_counts)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRef:
+    """The open batch that lists a GUID, with what the sending party declared about the hub."""
+
+    batch_id: str
+    booking: str
+    party: str
+    guid: Guid
+    line: int
+    declared_model: DeviceModel | None
+    declared_firmware_version: FirmwareVersion | None
+    status: GuidStatus
+    outcome: Outcome | None
+
+
+@dataclass(frozen=True, slots=True)
+class GuidState:
+    """Everything recorded about one GUID of one batch."""
+
+    batch_id: str
+    guid: Guid
+    line: int
+    declared_model: DeviceModel | None
+    declared_firmware_version: FirmwareVersion | None
+    status: GuidStatus
+    outcome: Outcome | None
+    model: DeviceModel | None
+    from_version: FirmwareVersion | None
+    to_version: FirmwareVersion | None
+    image_sha256: str | None
+    rig: int | None
+    slot: int | None
+    attempts: int
+    started: datetime | None
+    finished: datetime | None
+    failure_stage: Stage | None
+    failure_code: str | None
+    failure_detail: str | None
+    last_link_errors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt on a GUID: where, when, the stage it reached and how it ended."""
+
+    attempt: int
+    rig: int
+    slot: int
+    started: datetime
+    finished: datetime | None
+    stage_reached: Stage | None
+    error_code: str | None
+    error_detail: str | None
+
+
+class InterruptedGuid(NamedTuple):
+    """A GUID whose attempt was cut short by a restart; resumed when the hub is seen again."""
+
+    batch_id: str
+    guid: Guid
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedHub:
+    """A hub seen in a slot that no open batch lists; outside every batch's books."""
+
+    id: int
+    guid: Guid
+    rig: int
+    slot: int
+    reason: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEvent:
+    """One entry of the append-only journal: what happened, when, to which GUID/slot."""
+
+    id: int
+    ts: datetime
+    kind: str
+    batch_id: str | None
+    guid: Guid | None
+    rig: int | None
+    slot: int | None
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """An event waiting to be delivered (or delivered at `published_at`).
+
+    `kind` says which event it is; `payload` is its JSON text exactly as committed, so a
+    redelivery after a crash is byte for byte the same, `event_id` included.
+    """
+
+    id: int
+    kind: EventKind
+    payload: str
+    event_id: str
+    created_at: datetime
+    published_at: datetime | None
+
+    def data(self) -> dict[str, Any]:
+        """The payload as a JSON object."""
+        value: dict[str, Any] = json.loads(self.payload)
+        return value
+
+
+def summary_event(
+    info: BatchInfo, guids: Mapping[Outcome, Sequence[Guid]] | None, *, now: datetime
+) -> SummaryEvent:
+    """The batch's summary event; pass `guids` (every outcome) when the batch closes."""
+    return SummaryEvent(
+        event_id=new_event_id(),
+        ts=now,
+        batch=info.batch_id,
+        booking=info.booking,
+        party=info.party,
+        status=info.status,
+        created_at=info.created_at,
+        closed_at=info.closed_at,
+        expected=info.expected,
+        received=info.received,
+        pending=info.pending,
+        counts=OutcomeCounts(**{o.value: info.counts.get(o, 0) for o in Outcome}),
+        guids=(
+            None
+            if guids is None
+            else GuidLists(**{o.value: sorted(guids.get(o, ())) for o in Outcome})
+        ),
+    )

@@ -1,0 +1,75 @@
+"""Values for the store tests: GUIDs, manifest rows, results of each outcome, a stepping clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from jigd.events import GuidResult
+from jigd.manifest import ManifestRow
+from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
+from jigd.payloads import Route, event_route
+from jigd.store import OutboxMessage, Store
+
+MODEL = DeviceModel(0x1086, 0x57310102)
+OLD = FirmwareVersion(0x03000001)
+NEW = FirmwareVersion(0x04000007)
+SHA = "ab" * 32
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+
+
+class StepClock:
+    """A clock that moves one second per reading, so every record has a distinct time."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def guid(n: int) -> Guid:
+    return Guid(0x00DB_0000_0000_0000 + n)
+
+
+def rows(*numbers: int) -> list[ManifestRow]:
+    return [ManifestRow(i + 2, guid(n), MODEL, OLD) for i, n in enumerate(numbers)]
+
+
+def result(
+    batch_id: str, n: int, outcome: Outcome, *, attempts: int = 1, slot: int = 1
+) -> GuidResult:
+    """A valid result of each outcome; tests vary it with dataclasses.replace."""
+    fields: dict[str, object] = {"from_version": OLD, "to_version": NEW, "image_sha256": SHA}
+    if outcome is Outcome.ALREADY_CURRENT:
+        fields["from_version"] = NEW
+    elif outcome is Outcome.FAILED:
+        fields = {
+            "from_version": OLD,
+            "failure_stage": Stage.VERIFY,
+            "failure_code": "boot_reverted",
+            "failure_detail": "the hub booted its old image",
+            "last_link_errors": ("timeout after 2.0 s", "bad CRC"),
+        }
+    return GuidResult(
+        batch_id=batch_id,
+        guid=guid(n),
+        outcome=outcome,
+        rig=1,
+        slot=slot,
+        attempts=attempts,
+        started=T0,
+        finished=T0 + timedelta(minutes=3),
+        model=MODEL,
+        **fields,  # type: ignore[arg-type]  # per-outcome fields of several types
+    )
+
+
+async def flash(store: Store, batch_id: str, n: int, outcome: Outcome) -> None:
+    attempt = await store.begin_attempt(batch_id, guid(n), 1, 1)
+    await store.record_result(result(batch_id, n, outcome, attempts=attempt))
+
+
+def route(message: OutboxMessage) -> Route:
+    """Where the MQTT publisher sends an outbox event: topic suffix, QoS, retain."""
+    return event_route(message.kind, message.data())

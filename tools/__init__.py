@@ -1,0 +1,1 @@
+"""Developer tools: checks and before/after comparisons (not shipped in the package)."""
