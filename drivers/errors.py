@@ -7,12 +7,17 @@
 - `DriverError`: the root of all of them, plus driver lookup failures.
 
 Every error names the port (or the slot label it was given) and has a short `code` that the
-daemon records as a failure code. Messages never contain key material.
+daemon records as a failure code. Messages never contain key material, and never a raw
+character from the hub: what a hub or a rig controller says (an SMP error's `rsn`, an `ERR`
+reason) is escaped and capped (`FIELD_LIMIT`), and every message as a whole is printable and
+at most `MESSAGE_LIMIT` characters (drivers/untrusted.py), so it is safe to log, store and show.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
+
+from drivers.untrusted import FIELD_LIMIT, printable
 
 __all__ = [
     "AccessDenied",
@@ -47,7 +52,7 @@ class DriverError(Exception):
     code: ClassVar[str] = "driver_error"
 
     def __init__(self, port: str, message: str) -> None:
-        super().__init__(f"{port}: {message}")
+        super().__init__(printable(f"{port}: {message}"))
         self.port = port
 
 
@@ -178,6 +183,8 @@ class SmpError(ProtocolError):
             detail = f"group {group} error {error_name or group_rc} ({group_rc})"
         else:
             detail = f"error {error_name or rc} ({rc})"
+        if reason is not None:
+            reason = printable(reason, FIELD_LIMIT)
         text = f"hub answered {what} with {detail}"
         if reason:
             text += f": {reason}"
@@ -306,6 +313,7 @@ class RigCommandFailed(RigError):
     code: ClassVar[str] = "rig_command_failed"
 
     def __init__(self, port: str, command: str, reason: str) -> None:
+        reason = printable(reason, FIELD_LIMIT)
         super().__init__(port, f"rig controller refused {command!r}: {reason}")
         self.command = command
         self.reason = reason
@@ -340,6 +348,7 @@ class RigProtocolError(RigError):
     code: ClassVar[str] = "rig_protocol_error"
 
     def __init__(self, port: str, command: str, reply: str) -> None:
-        super().__init__(port, f"rig controller answered {command!r} with {reply!r}")
+        reply = printable(reply, FIELD_LIMIT)
+        super().__init__(port, f"rig controller answered {command!r} with '{reply}'")
         self.command = command
         self.reply = reply

@@ -41,6 +41,7 @@ from drivers.smp_upload import (
     UploadSizing,
     new_sizing,
 )
+from drivers.untrusted import FIELD_LIMIT, printable
 from jigd.model import DeviceModel, FirmwareVersion, Guid, IdentifierError
 
 __all__ = [
@@ -287,14 +288,18 @@ def _not_supported(exc: SmpError) -> bool:
     )
 
 
-_VERSION_RE: Final = re.compile(r"(\d+)\.(\d+)\.(\d+)(?:[.+](\d+))?")
+# ASCII digits, at most 10 each (MCUboot's build number is 32 bits): int() refuses a run of
+# over 4300 digits with a plain ValueError, and non-ASCII digits are no hub's version.
+_NUM = "([0-9]{1,10})"
+_VERSION_RE: Final = re.compile(rf"{_NUM}\.{_NUM}\.{_NUM}(?:[.+]{_NUM})?")
 
 
 def parse_image_version(text: str) -> FirmwareVersion:
     """Zephyr's image state version text (`4.0.0`, `4.0.0.7`; also `4.0.0+7`)."""
     match = _VERSION_RE.fullmatch(text.strip())
     if match is None:
-        raise IdentifierError(f"image version {text!r} is not major.minor.revision[.build]")
+        quoted = printable(repr(text), FIELD_LIMIT)  # a hub's words: escaped and capped
+        raise IdentifierError(f"image version {quoted} is not major.minor.revision[.build]")
     major, minor, revision, build = (int(g) if g else 0 for g in match.groups())
     return FirmwareVersion.from_mcuboot(major, minor, revision, build)
 

@@ -53,15 +53,16 @@ async def open_port(
     interleave requests). Raises PortOpenFailed naming the port.
     """
     label = name or url
-    kwargs: dict[str, object] = {"baudrate": baudrate}
-    if "://" not in url:
-        kwargs["exclusive"] = True
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(open_timeout_s):
-            transport, _ = await serial_asyncio_fast.create_serial_connection(
-                loop, protocol_factory, url, **kwargs
-            )
+            if url.startswith("socket://"):  # the library makes a socket transport for it
+                transport, _ = await serial_asyncio_fast.create_serial_connection(
+                    loop, protocol_factory, url, baudrate=baudrate
+                )
+            else:
+                port = await asyncio.to_thread(_open_serial, url, baudrate)
+                transport = _PortTransport(loop, protocol_factory(), port)
     except TimeoutError as exc:
         raise PortOpenFailed(label, url, f"no connection within {open_timeout_s:.3g} s") from exc
     except (OSError, ValueError, serial.SerialException) as exc:
@@ -69,6 +70,30 @@ async def open_port(
     if not isinstance(transport, asyncio.Transport):  # pragma: no cover - library contract
         raise PortOpenFailed(label, url, f"unexpected transport {type(transport).__name__}")
     return transport
+
+
+def _open_serial(url: str, baudrate: int) -> serial.Serial:
+    """The port, as serial_asyncio_fast's `create_serial_connection` opens it (exclusively for
+    a plain device path: a second station process on the same hub would interleave requests)."""
+    if "://" in url:
+        return serial.serial_for_url(url, baudrate=baudrate)
+    return serial.serial_for_url(url, baudrate=baudrate, exclusive=True)
+
+
+class _PortTransport(serial_asyncio_fast.SerialTransport):
+    """pyserial-asyncio-fast's transport, where a port that fails under a write (a pty whose
+    simulator died, a USB serial adapter pulled, a rig controller powered off) is a lost
+    connection like any other: the protocol's `connection_lost(exc)` reports it in one line,
+    instead of asyncio's "Fatal write error on serial transport" with a traceback first."""
+
+    def _fatal_error(
+        self, exc: BaseException, message: str = "Fatal error on serial transport"
+    ) -> None:
+        if not isinstance(exc, (serial.SerialException, OSError)):
+            super()._fatal_error(exc, message)  # a bug, not the port: keep the traceback
+            return
+        _LOGGER.debug("serial port failed (%s): %s", type(exc).__name__, exc)
+        self._abort(exc)
 
 
 class _StreamProtocol(asyncio.Protocol):

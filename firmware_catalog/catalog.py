@@ -47,7 +47,7 @@ from firmware_catalog.mcuboot import (
 )
 from jigd.model import DeviceModel, FirmwareVersion
 
-__all__ = ["CATALOG_FILE", "IMAGES_DIR", "KEYS_DIR", "Catalog", "Image"]
+__all__ = ["CATALOG_FILE", "IMAGES_DIR", "KEYS_DIR", "Catalog", "Image", "Untrusted"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -73,15 +73,36 @@ class Image:
 
 
 @dataclass(frozen=True, slots=True)
+class Untrusted:
+    """An entry that is never selected until the catalog is read again, and why.
+
+    `code` is `image_untrusted` for an entry that failed verification when the catalog was read
+    (`Catalog.reload(verify=True)`), or the failure code given to `distrust` (a flash that
+    failed because of the image). `reason` says what failed, for a person.
+    """
+
+    entry: CatalogEntry
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Mapping:
     identity: tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns of the file
     view: memoryview
 
 
 class _Index:
-    """Entries sorted, per Device Model, and the latest selectable ones precomputed."""
+    """Entries sorted, per Device Model, and the latest selectable ones precomputed.
 
-    def __init__(self, entries: Iterable[CatalogEntry]) -> None:
+    `untrusted` holds the entries never to select (by key); it only grows until the next read
+    of catalog.json builds a new index.
+    """
+
+    def __init__(
+        self, entries: Iterable[CatalogEntry], untrusted: Iterable[Untrusted] = ()
+    ) -> None:
+        self.untrusted = {u.entry.key: u for u in untrusted}
         self.all = tuple(sorted(entries, key=lambda e: e.key))
         self.by_key = {entry.key: entry for entry in self.all}
         by_model: dict[DeviceModel, list[CatalogEntry]] = {}
@@ -108,10 +129,13 @@ class Catalog:
         self._mappings_lock = threading.Lock()
 
     @classmethod
-    def open(cls, directory: Path) -> Catalog:
-        """Read a catalog directory; a directory without catalog.json is an empty catalog."""
+    def open(cls, directory: Path, *, verify: bool = False) -> Catalog:
+        """Read a catalog directory; a directory without catalog.json is an empty catalog.
+
+        With `verify`, every entry's image is checked as `reload(verify=True)` does.
+        """
         catalog = cls(directory)
-        catalog.reload()
+        catalog.reload(verify=verify)
         return catalog
 
     @property
@@ -138,17 +162,44 @@ class Catalog:
 
     # Reading and selection.
 
-    def reload(self) -> None:
+    def reload(self, *, verify: bool = False) -> None:
         """Re-read catalog.json; on error the entries held so far stay in use.
 
         Entries written before the catalog recorded MCUboot image hashes (schema 1) are
         migrated: the hash is read from each image and catalog.json rewritten atomically.
+
+        With `verify` (the daemon), the image of every entry not withdrawn is checked as `check`
+        does (sha256 and size, signature by the manufacturer's trusted key, header version,
+        image hash): an entry that fails is kept but never selected (`untrusted()`, `select`
+        raises `image_untrusted`). This reads every image: call it from a thread, not an event loop.
+        The entries held so far stay in use until the new ones are checked.
         """
         entries = self._read_entries()
         if any(entry.image_hash is None for entry in entries):
             entries = self._migrate_image_hashes()
-        self._set_entries(entries)
-        _LOGGER.info("catalog %s: %d entries", self.catalog_path, len(entries))
+        untrusted: list[Untrusted] = []
+        if verify:
+            untrusted = [
+                Untrusted(entry, str(SelectionCode.IMAGE_UNTRUSTED), exc.reason)
+                for entry, exc in self._check_entries(
+                    e for e in entries if e.status is not Status.WITHDRAWN
+                )
+            ]
+            for bad in untrusted:
+                _LOGGER.error(
+                    "catalog %s: %s (sha256 %s) is not trusted, never selected: %s",
+                    self.catalog_path,
+                    bad.entry.describe(),
+                    bad.entry.sha256,
+                    bad.reason,
+                )
+        self._set_entries(entries, untrusted)
+        _LOGGER.info(
+            "catalog %s: %d entries%s",
+            self.catalog_path,
+            len(entries),
+            f", {len(untrusted)} untrusted" if verify else "",
+        )
 
     def _migrate_image_hashes(self) -> list[CatalogEntry]:
         """Record each entry's image hash, read from its image; rewrite catalog.json if allowed.
@@ -218,6 +269,29 @@ class Catalog:
             return self._index.latest_with_pilot.get(model)
         return self._index.latest_production.get(model)
 
+    def untrusted(self) -> tuple[Untrusted, ...]:
+        """The entries never selected until the catalog is read again, by Device Model and
+        Firmware Version."""
+        return tuple(sorted(self._index.untrusted.values(), key=lambda u: u.entry.key))
+
+    def distrust(self, entry: CatalogEntry, code: str, reason: str) -> bool:
+        """Never select `entry` again until the catalog is read again (a flash failed because
+        of its image). True if it was trusted until now; False if it already was not, or is no
+        longer in the catalog as given."""
+        index = self._index
+        if index.by_key.get(entry.key) != entry or entry.key in index.untrusted:
+            return False
+        index.untrusted[entry.key] = Untrusted(entry, code, reason)
+        _LOGGER.error(
+            "catalog %s: %s (sha256 %s) is no longer flashed (%s): %s",
+            self.catalog_path,
+            entry.describe(),
+            entry.sha256,
+            code,
+            reason,
+        )
+        return True
+
     def select(
         self,
         model: DeviceModel,
@@ -228,7 +302,10 @@ class Catalog:
 
         Returns the latest entry even when the hub runs that version: the caller decides
         "already current" by comparing the hub's active image hash with `entry.sha256`.
-        Raises SelectionError `no_firmware` or `newer_than_catalog`.
+        Raises SelectionError `no_firmware`, `newer_than_catalog`, or `image_untrusted` when the
+        latest entry is untrusted (`untrusted()`): no older entry is chosen in its place, so a
+        bad image stops its Device Model until the image is fixed, or the entry withdrawn, and
+        the catalog read again.
         """
         entry = self.latest(model, pilot_models)
         kinds = "production or pilot" if model in pilot_models else "production"
@@ -247,6 +324,17 @@ class Catalog:
                 f"the hub runs {running}, newer than {entry.firmware_version}, the latest "
                 f"{kinds} firmware for Device Model {model} in {self.catalog_path}; a hub is "
                 "never downgraded",
+            )
+        untrusted = self._index.untrusted.get(entry.key)
+        if untrusted is not None:
+            raise SelectionError(
+                SelectionCode.IMAGE_UNTRUSTED,
+                model,
+                running,
+                f"the latest {kinds} firmware for Device Model {model}, {entry.firmware_version} "
+                f"(sha256 {entry.sha256}), is not trusted ({untrusted.code}: {untrusted.reason}); "
+                "no hub of this model is flashed until its image is fixed, or the entry is "
+                "withdrawn, and the catalog is reloaded",
             )
         return entry
 
@@ -344,9 +432,15 @@ class Catalog:
 
     def verify(self) -> list[ImageError]:
         """Check every entry's image (see `check`); return one error per bad entry."""
+        return [exc for _entry, exc in self._check_entries(self._index.all)]
+
+    def _check_entries(
+        self, entries: Iterable[CatalogEntry]
+    ) -> list[tuple[CatalogEntry, ImageError]]:
+        """`check` each entry, each manufacturer's key loaded once: the bad ones and why."""
         keys: dict[int, TrustedKey | TrustedKeyError] = {}
         problems = []
-        for entry in self._index.all:
+        for entry in entries:
             manufacturer = entry.device_model.manufacturer
             if manufacturer not in keys:
                 try:
@@ -355,16 +449,15 @@ class Catalog:
                     keys[manufacturer] = exc
             key = keys[manufacturer]
             if isinstance(key, TrustedKeyError):
+                reason = f"cannot be checked: {key}"
                 problems.append(
-                    ImageError(
-                        self.image_path(entry), f"cannot be checked: {key}", entry.describe()
-                    )
+                    (entry, ImageError(self.image_path(entry), reason, entry.describe()))
                 )
                 continue
             try:
                 self.check(entry, key)
             except ImageError as exc:
-                problems.append(exc)
+                problems.append((entry, exc))
         return problems
 
     def _load_key(self, manufacturer: int, image: Path, name: str) -> TrustedKey:
@@ -507,8 +600,20 @@ class Catalog:
             raise CatalogError(f"{self.catalog_path}: cannot read it: {exc.strerror}") from exc
         return parse_catalog(self.catalog_path, data)
 
-    def _set_entries(self, entries: Iterable[CatalogEntry]) -> None:
-        index = _Index(entries)
+    def _set_entries(
+        self, entries: Iterable[CatalogEntry], untrusted: Iterable[Untrusted] | None = None
+    ) -> None:
+        """Use `entries`; `untrusted` as found by a read, or (None: a write) those held so far
+        whose image is the same."""
+        entries = list(entries)
+        if untrusted is None:
+            held = self._index.untrusted
+            untrusted = [
+                Untrusted(entry, u.code, u.reason)
+                for entry in entries
+                if (u := held.get(entry.key)) is not None and u.entry.sha256 == entry.sha256
+            ]
+        index = _Index(entries, untrusted)
         referenced = {entry.sha256 for entry in index.all}
         with self._mappings_lock:
             for sha256 in self._mappings.keys() - referenced:

@@ -145,6 +145,10 @@ def parse_catalog(path: Path, data: bytes) -> list[CatalogEntry]:
         raise CatalogFileError(
             path, [f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]
         ) from None
+    except RecursionError:
+        raise CatalogFileError(path, ["not usable JSON: nested too deeply to read"]) from None
+    except ValueError:  # the only other one json.loads raises: an integer of over 4300 digits
+        raise CatalogFileError(path, ["not usable JSON: a number too long to read"]) from None
     try:
         entries = _CatalogFile.model_validate(raw).entries
     except ValidationError as exc:

@@ -76,6 +76,9 @@ class SelectionCode(enum.StrEnum):
 
     NO_FIRMWARE = "no_firmware"
     NEWER_THAN_CATALOG = "newer_than_catalog"
+    # The latest entry is not trusted: it failed verification when the catalog was read, or a
+    # flash failed because of its image (Catalog.untrusted)
+    IMAGE_UNTRUSTED = "image_untrusted"
 
 
 class SelectionError(CatalogError):

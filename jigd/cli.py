@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from drivers.untrusted import PrintableFormatter
 from jigd.catalog_cli import add_catalog_parser
 from jigd.cli_common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, make_parser
 from jigd.config import ConfigError, load_config
@@ -48,12 +49,11 @@ def _config_reference(args: argparse.Namespace) -> int:
 
 
 def setup_logging(verbose: bool) -> None:
-    """Log lines to stderr (journald under systemd): level, logger, message."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Log lines to stderr (journald under systemd): level, logger, message. A record is one
+    line whatever text it carries: control characters are escaped (drivers/untrusted.py)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -61,15 +61,17 @@ def _run(args: argparse.Namespace) -> int:
     from jigd.daemon import run_daemon
     from jigd.mqtt_settings import MqttConfigError
     from jigd.secrets import SecretsError
+    from jigd.startup import StartupError
     from jigd.store import StoreError
 
     try:
         config = load_config(Path(args.config))
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        for problem in exc.problems:  # one line each: journald shows lines apart
+            print(f"error: {exc.path}: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     setup_logging(args.verbose)
-    bad_input = (SecretsError, CatalogError, StoreError, MqttConfigError)
+    bad_input = (SecretsError, CatalogError, StoreError, MqttConfigError, StartupError)
     try:
         asyncio.run(run_daemon(config))
     except bad_input as exc:

@@ -6,12 +6,18 @@ from 0 as in the TOML arrays), so a technician can go straight to the line to fi
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from drivers.registry import available_drivers
 from jigd.model import DeviceModelField
 from jigd.store import StoreUrlError, resolve_store_url
 from jigd.store.sqlite import sqlite_url
@@ -43,11 +49,47 @@ class ConfigError(Exception):
         super().__init__(f"{path}: {len(problems)} problem(s) in the configuration:\n{lines}")
 
 
+# A Unix socket's path fits in sun_path (108 bytes on Linux) with its terminating NUL.
+MAX_SOCKET_PATH_BYTES: Final = 107
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys are refused and values keep their TOML type: `true` is no port, `"3"` no
+    count (strict: no coercion between types; paths are TOML strings, read as paths)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+TcpPort = Annotated[int, Field(ge=1, le=65535)]
+ConfigPath = Annotated[Path, Strict(False)]
+
+
+_Loc = tuple[int | str, ...]
+_Problem = tuple[_Loc, str, object]  # key path, message, the value found there
+
+
+def _problems(title: str, found: list[_Problem]) -> None:
+    """Raise the problems a model validator found, each at its own key path, as pydantic
+    reports a field's own errors; nothing when the list is empty."""
+    if found:
+        raise ValidationError.from_exception_data(
+            title,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError("value_error", "{message}", {"message": message}),
+                    loc=loc,
+                    input=value,
+                )
+                for loc, message, value in found
+            ],
+        )
+
+
+def _repeats(values: list[Any], where: Callable[[int], _Loc], what: str) -> list[_Problem]:
+    """A problem at each value that an earlier one repeats: `what: [sorted values]`."""
+    listed = sorted(values)
+    return [(where(i), f"{what}: {listed}", v) for i, v in enumerate(values) if v in values[:i]]
 
 
 class HubReceiverConfig(_Strict):
@@ -114,7 +156,11 @@ class SlotConfig(HubReceiverConfig):
         description="usb: the pyusb backend; unset for libusb-1.0, or a URL whose scheme names "
         "a `jigd.usb_backends` entry point (`sim+unix:///path/usb.sock`: jigsim's USB bus)",
     )
-    driver: str = Field(default="smp", description="name in the jigd.drivers entry-point group")
+    driver: str = Field(
+        default="smp",
+        description="hub driver: a name installed in the jigd.drivers entry-point group "
+        "(an unknown name is refused with the list of installed ones)",
+    )
 
     @model_validator(mode="after")
     def _usb_needs_ids(self) -> SlotConfig:
@@ -136,8 +182,9 @@ class RigConfig(_Strict):
     @model_validator(mode="after")
     def _unique_slots(self) -> RigConfig:
         numbers = [s.slot for s in self.slots]
-        if len(set(numbers)) != len(numbers):
-            raise ValueError(f"slot numbers repeat: {sorted(numbers)}")
+        _problems(
+            "RigConfig", _repeats(numbers, lambda i: ("slots", i, "slot"), "slot numbers repeat")
+        )
         return self
 
 
@@ -146,23 +193,25 @@ class MqttConfig(_Strict):
 
     enabled: bool = False
     host: str = "localhost"
-    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    port: TcpPort = 1883
     prefix: str = "jigd/v1"
     client_id: str | None = None
     username: str | None = None
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
     tls: bool = False
-    ca_file: Path | None = None
-    client_cert_file: Path | None = None
-    client_key_file: Path | None = None
-    keepalive_s: PositiveSeconds = 30.0
+    ca_file: ConfigPath | None = None
+    client_cert_file: ConfigPath | None = None
+    client_key_file: ConfigPath | None = None
+    keepalive_s: Annotated[float, Field(gt=0, le=65535, allow_inf_nan=False)] = Field(
+        default=30.0, description="MQTT keepalive (at most 65535 s, the protocol's limit)"
+    )
     reconnect_max_s: PositiveSeconds = 30.0
 
 
 class SecretsConfig(_Strict):
     """Where secrets live. Files, readable only by the service user; never the values here."""
 
-    master_keys_file: Path = Field(
+    master_keys_file: ConfigPath = Field(
         default=Path("/etc/jigd/master-keys.toml"),
         description='TOML: one `"1086" = "<64 hex>"` unlock master key per manufacturer',
     )
@@ -173,6 +222,13 @@ class RetryConfig(_Strict):
 
     stage_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
         default=3, description="attempts at a hub's flash procedure, a power cycle between each"
+    )
+    resume_attempts: Annotated[int, Field(ge=0, le=20)] = Field(
+        default=1,
+        description="attempts a hub may have beyond stage_attempts, in all, to make up for work "
+        "cut short (a restart, a rig outage, the hub pulled); once its GUID has had "
+        "stage_attempts + resume_attempts attempts, counted across restarts and slots, the hub "
+        "fails with the cause of its attempts instead of starting another",
     )
     request_retries: Annotated[int, Field(ge=0, le=20)] = Field(
         default=3, description="resends of one SMP request after a link error"
@@ -215,16 +271,18 @@ class StationConfig(_Strict):
     """The whole configuration of one station."""
 
     station: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", description="station name")]
-    catalog_dir: Path = Field(
+    catalog_dir: ConfigPath = Field(
         default=Path("/var/lib/jigd/catalog"), description="the firmware catalog directory"
     )
-    store_path: Path = Field(
+    store_path: ConfigPath = Field(
         default=Path("/var/lib/jigd/jigd.sqlite3"), description="the SQLite store (results)"
     )
-    control_socket: Path = Field(
-        default=Path("/run/jigd/control.sock"), description="the control API's Unix socket"
+    control_socket: ConfigPath = Field(
+        default=Path("/run/jigd/control.sock"),
+        description=f"the control API's Unix socket; its absolute path is at most "
+        f"{MAX_SOCKET_PATH_BYTES} bytes long (a Unix socket address)",
     )
-    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+    metrics_port: TcpPort | None = Field(
         default=None, description="TCP port of the Prometheus /metrics endpoint; none if unset"
     )
     metrics_host: str = Field(
@@ -271,21 +329,68 @@ class StationConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_rigs_and_ports(self) -> StationConfig:
-        numbers = [r.rig for r in self.rigs]
-        if len(set(numbers)) != len(numbers):
-            raise ValueError(f"rig numbers repeat: {sorted(numbers)}")
+        """Rig numbers and Device Models once each; every port used once, however it is
+        spelled (`/dev/x/../x`, a symlink to another slot's device); drivers that exist."""
+        rigs = [r.rig for r in self.rigs]
         models = [str(m.device_model) for m in self.hub_models]
-        if len(set(models)) != len(models):
-            raise ValueError(f"hub_models repeat a Device Model: {sorted(models)}")
-        seen: dict[str, str] = {}
-        for rig in self.rigs:
-            for where, port in [(f"rig {rig.rig} controller", rig.controller)] + [
-                (f"rig {rig.rig} slot {s.slot}", s.port) for s in rig.slots
-            ]:
-                if port in seen:
-                    raise ValueError(f"port {port!r} is used by both {seen[port]} and {where}")
-                seen[port] = where
+        _problems(
+            "StationConfig",
+            _repeats(rigs, lambda i: ("rigs", i, "rig"), "rig numbers repeat")
+            + _repeats(
+                models,
+                lambda i: ("hub_models", i, "device_model"),
+                "hub_models repeat a Device Model",
+            )
+            + self._ports_used_twice()
+            + self._unknown_drivers(),
+        )
         return self
+
+    def _ports_used_twice(self) -> list[_Problem]:
+        found: list[_Problem] = []
+        seen: dict[tuple[str, ...], tuple[str, str]] = {}
+        for i, rig in enumerate(self.rigs):
+            ports: list[tuple[_Loc, str, str, SlotConfig | None]] = [
+                (("rigs", i, "controller"), f"rig {rig.rig} controller", rig.controller, None)
+            ]
+            ports += [
+                (("rigs", i, "slots", j, "port"), f"rig {rig.rig} slot {s.slot}", s.port, s)
+                for j, s in enumerate(rig.slots)
+            ]
+            for loc, where, port, slot in ports:
+                key = _device_key(port, slot)
+                if key not in seen:
+                    seen[key] = (where, port)
+                    continue
+                first, spelled = seen[key]
+                same = "" if spelled == port else f" (both are {key[-1]})"
+                found.append(
+                    (loc, f"port {port!r} is used by both {first} and {where}{same}", port)
+                )
+        return found
+
+    def _unknown_drivers(self) -> list[_Problem]:
+        installed = available_drivers() if self.rigs else []
+        return [
+            (
+                ("rigs", i, "slots", j, "driver"),
+                f"unknown driver {s.driver!r}; installed: {', '.join(installed) or 'none'}",
+                s.driver,
+            )
+            for i, rig in enumerate(self.rigs)
+            for j, s in enumerate(rig.slots)
+            if s.driver not in installed
+        ]
+
+
+def _device_key(port: str, slot: SlotConfig | None) -> tuple[str, ...]:
+    """What a port opens, for finding two that are the same device: a serial device's path
+    normalised, its symlinks resolved where they exist; a USB port on its bus; a URL as is."""
+    if slot is not None and slot.transport == "usb":
+        return ("usb", slot.usb_backend or "libusb", port)
+    if port.startswith("/"):
+        return ("serial", os.path.realpath(port))
+    return ("serial", port)
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -302,19 +407,33 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
 def load_config(path: Path) -> StationConfig:
     """Read and validate a TOML configuration; raise ConfigError naming every problem."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except OSError as exc:
         raise ConfigError(path, [f"cannot read the file: {exc.strerror}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(path, [f"not UTF-8 text at byte {exc.start}"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
+    except ValueError:  # Python's limit on the digits of an integer
+        raise ConfigError(path, [f"not valid TOML: {_long_number(text)}"]) from None
+    except RecursionError:
+        raise ConfigError(path, ["not valid TOML: arrays or tables nested too deeply"]) from None
     try:
         config = StationConfig.model_validate(raw)
     except ValidationError as exc:
         problems = [f"{format_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(path, problems) from None
     config = _resolve_paths(config, path.parent)
+    socket_bytes = len(os.fsencode(config.control_socket))
+    if socket_bytes > MAX_SOCKET_PATH_BYTES:
+        raise ConfigError(
+            path,
+            [
+                f"control_socket: {config.control_socket} is {socket_bytes} bytes long; a Unix "
+                f"socket's path is at most {MAX_SOCKET_PATH_BYTES} bytes"
+            ],
+        )
     if config.store.url is not None:
         try:
             url = resolve_store_url(config.store.url, path.parent)
@@ -322,6 +441,13 @@ def load_config(path: Path) -> StationConfig:
             raise ConfigError(path, [f"store.url: {exc}"]) from None
         config = config.model_copy(update={"store": StoreConfig(url=url)})
     return config
+
+
+def _long_number(text: str) -> str:
+    """Where the number too long for Python's int() is (the TOML parser does not say)."""
+    found = re.search(rf"[0-9_]{{{sys.get_int_max_str_digits() + 1},}}", text)
+    line = f" at line {text.count(chr(10), 0, found.start()) + 1}" if found else ""
+    return f"an integer{line} has more than {sys.get_int_max_str_digits()} digits"
 
 
 _M = TypeVar("_M", bound=BaseModel)

@@ -161,6 +161,8 @@ def _limits(metadata: list[Any], unit: str) -> str:
             parts.append(f"at least {item.min_length} {unit}".rstrip())
         elif isinstance(item, annotated_types.MaxLen):
             parts.append(f"at most {item.max_length} {unit}".rstrip())
+        elif getattr(item, "allow_inf_nan", True) is False:
+            parts.append("finite")
         elif getattr(item, "pattern", None):
             parts.append(f"matching `{item.pattern}`")
     return f", {', '.join(parts)}" if parts else ""

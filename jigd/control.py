@@ -19,7 +19,10 @@ state conflict (closing a closed or busy batch). The request and response models
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,13 +30,16 @@ from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from drivers.untrusted import FIELD_LIMIT, printable
 from firmware_catalog import CatalogError
 from jigd import control_api as api
 from jigd.events import BatchStatus, SlotStatus
 from jigd.manifest import ManifestError, parse_manifest
 from jigd.model import SlotState
 from jigd.reports import render_reports
+from jigd.startup import StartupError, os_reason
 from jigd.station import Station
 from jigd.store import (
     BatchBusyError,
@@ -43,12 +49,14 @@ from jigd.store import (
     UnknownBatchError,
 )
 
-__all__ = ["batch_view", "serve_control", "slot_view"]
+__all__ = ["batch_view", "check_socket_path", "serve_control", "slot_view"]
 
 _LOGGER = logging.getLogger(__name__)
 
 SOCKET_MODE: Final = 0o660
 MAX_MANIFEST_BYTES: Final = 16 * 1024 * 1024
+PROBE_TIMEOUT_S: Final = 2.0  # whether a process still serves on an existing socket
+_FileId = tuple[int, int, int]  # st_dev, st_ino, st_ctime_ns
 
 
 def slot_view(status: SlotStatus) -> api.SlotView:
@@ -85,6 +93,20 @@ def _batch_fields(info: BatchInfo) -> dict[str, Any]:
 
 def batch_view(info: BatchInfo) -> api.BatchView:
     return api.BatchView(**_batch_fields(info))
+
+
+def _rejected_entries(station: Station) -> list[api.RejectedEntryView]:
+    """The catalog entries the station does not flash, and why."""
+    return [
+        api.RejectedEntryView(
+            model=u.entry.device_model,
+            firmware_version=u.entry.firmware_version,
+            sha256=u.entry.sha256,
+            code=u.code,
+            reason=u.reason,
+        )
+        for u in station.catalog.untrusted()
+    ]
 
 
 def _json(model: api.ApiModel, status: int = 200) -> web.Response:
@@ -125,6 +147,7 @@ class _Api:
             outbox_depth=await station.store.outbox_depth(),
             rigs=rigs,
             batches=batches,
+            catalog_rejected=_rejected_entries(station),
         )
 
     async def list_batches(self, request: web.Request) -> api.BatchList:
@@ -140,7 +163,7 @@ class _Api:
         manifest = body.manifest.encode("utf-8")
         if len(manifest) > MAX_MANIFEST_BYTES:
             raise api.ApiError(400, f"the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-        source = body.source
+        source = printable(body.source, FIELD_LIMIT)  # a client's file name, quoted in messages
         try:
             rows = await asyncio.to_thread(parse_manifest, manifest, source)
             batch_id = await self.station.store.import_batch(
@@ -173,10 +196,10 @@ class _Api:
 
     async def reload_catalog(self, request: web.Request) -> api.CatalogReloaded:
         try:
-            count = await asyncio.to_thread(self.station.reload_catalog)
+            count = await self.station.reload_catalog()
         except CatalogError as exc:
             raise api.ApiError(400, str(exc)) from None
-        return api.CatalogReloaded(entries=count)
+        return api.CatalogReloaded(entries=count, rejected=_rejected_entries(self.station))
 
     def handlers(self) -> dict[str, _Handler]:
         """Each endpoint's handler by operation id."""
@@ -224,23 +247,101 @@ def make_app(station: Station) -> web.Application:
     return app
 
 
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log for the control API. A client that sends malformed HTTP or goes away
+    mid-request (a killed jigctl, a half-open probe) is the client's affair: one debug line, no
+    traceback. Anything else aiohttp reports (a handler that failed: HTTP 500) stays an ERROR
+    with its traceback."""
+
+    def log(
+        self, level: int, msg: object, *args: object, exc_info: Any = None, **kwargs: Any
+    ) -> None:
+        if isinstance(exc_info, (HttpProcessingError, ConnectionResetError)):
+            self.logger.debug(
+                "control API: a client's request ended early or was not HTTP: %r", exc_info
+            )
+            return
+        super().log(level, msg, *args, exc_info=exc_info, **kwargs)
+
+
 @asynccontextmanager
 async def serve_control(station: Station, path: Path) -> AsyncIterator[None]:
-    """Serve the control API on the Unix socket `path` (0660) while the context is open."""
+    """Serve the control API on the Unix socket `path` (0660) while the context is open.
+
+    A socket some other process still serves on is never taken over (StartupError); a stale one
+    (nobody answers) is replaced. At the end the socket is removed only if this process is still
+    the one serving on it, so a daemon never deletes another's socket.
+    """
     await asyncio.to_thread(_clear_socket_path, path)
-    runner = web.AppRunner(make_app(station), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        make_app(station),
+        access_log=None,
+        handle_signals=False,
+        logger=_ServerLog(_LOGGER, {}),
+    )
     await runner.setup()
+    created: _FileId | None = None
     try:
         site = web.UnixSite(runner, str(path))
-        await site.start()
-        await asyncio.to_thread(path.chmod, SOCKET_MODE)
+        try:
+            await site.start()
+            created = await asyncio.to_thread(_own_socket, path)
+        except OSError as exc:
+            raise StartupError(
+                f"control_socket {path}: cannot listen on it: {os_reason(exc)}"
+            ) from None
         _LOGGER.info("control API on %s", path)
         yield
     finally:
         await runner.cleanup()
-        await asyncio.to_thread(path.unlink, missing_ok=True)
+        if created is not None:
+            await asyncio.to_thread(_remove_if_ours, path, created)
+
+
+async def check_socket_path(path: Path) -> None:
+    """Before the station starts: StartupError if the control socket cannot be had (another
+    process serves on it, or something else is at its path); a stale socket is removed."""
+    await asyncio.to_thread(_clear_socket_path, path)
 
 
 def _clear_socket_path(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
+    """Make way for the socket: its directory exists, and no live socket or other file is there."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StartupError(f"control_socket {path}: {os_reason(exc)}") from None
+    if not stat.S_ISSOCK(info.st_mode):
+        raise StartupError(f"control_socket {path}: exists and is not a socket; not replacing it")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(PROBE_TIMEOUT_S)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):  # left by a process that has gone
+            path.unlink(missing_ok=True)
+            return
+        except TimeoutError:
+            pass  # a process that listens but is too busy to accept: still its socket
+        except OSError as exc:
+            raise StartupError(f"control_socket {path}: {os_reason(exc)}") from None
+    raise StartupError(f"control_socket {path}: another process is serving on it")
+
+
+def _file_id(path: Path) -> _FileId:
+    info = path.lstat()
+    return info.st_dev, info.st_ino, info.st_ctime_ns
+
+
+def _own_socket(path: Path) -> _FileId:
+    """Set the socket's mode; what identifies the file, to know it again at the end (the inode
+    with its change time: a file made later in its place may reuse the inode number)."""
+    path.chmod(SOCKET_MODE)
+    return _file_id(path)
+
+
+def _remove_if_ours(path: Path, created: _FileId) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if _file_id(path) == created:
+            path.unlink()

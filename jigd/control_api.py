@@ -25,8 +25,10 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
-from jigd.events import BatchStatus, GuidField
+from drivers.untrusted import FIELD_LIMIT
+from jigd.events import BatchStatus, DeviceModelField, FirmwareVersionField, GuidField
 from jigd.model import Outcome, SlotState, Stage
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "ErrorResponse",
     "LoopLag",
     "OpenBatchView",
+    "RejectedEntryView",
     "RejectedHubView",
     "RejectedList",
     "ReportFiles",
@@ -170,6 +173,19 @@ class LoopLag(ApiModel):
     max: float
 
 
+class RejectedEntryView(ApiModel):
+    """A firmware catalog entry that is never flashed until the catalog is fixed and reloaded."""
+
+    model: DeviceModelField
+    firmware_version: FirmwareVersionField
+    sha256: str = Field(description="of the image file")
+    code: str = Field(
+        description="`image_untrusted`: it failed verification when the catalog was read; "
+        "`image_missing` or `image_rejected`: a flash failed because of its image"
+    )
+    reason: str = Field(description="what failed, for a person")
+
+
 class StatusResponse(ApiModel):
     """The station: rigs and slots, open batches with progress and ETA, event-loop lag."""
 
@@ -180,6 +196,9 @@ class StatusResponse(ApiModel):
     outbox_depth: int = Field(description="MQTT messages committed and not yet acknowledged")
     rigs: list[RigView]
     batches: list[OpenBatchView]
+    catalog_rejected: list[RejectedEntryView] = Field(
+        description="catalog entries never flashed until the catalog is fixed and reloaded"
+    )
 
 
 class BatchList(ApiModel):
@@ -194,8 +213,26 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def _one_line(value: str) -> str:
+    if not value.isprintable():
+        raise PydanticCustomError("not_printable", "control characters")
+    return value
+
+
 # Not empty and not only white space (the pattern says so in the OpenAPI schema).
 NonBlank = Annotated[StrictStr, Field(pattern=r"\S"), AfterValidator(_not_blank)]
+# A name that ends up in reports and on terminals: printable (no control characters, line
+# breaks or bidi overrides) and at most FIELD_LIMIT characters (drivers/untrusted.py).
+Name = Annotated[NonBlank, Field(max_length=FIELD_LIMIT), AfterValidator(_one_line)]
+
+# What the client is told about a field, by the pydantic error type, in this order.
+_FIELD_PROBLEMS: Final = (
+    ("missing or empty", ("missing", "string_pattern_mismatch", "value_error")),
+    ("not a string", ("string_type",)),
+    ("not UTF-8 text", ("string_unicode",)),  # lone surrogates: a client's undecodable bytes
+    (f"longer than {FIELD_LIMIT} characters", ("string_too_long", "too_long")),
+    ("control characters in", ("not_printable",)),
+)
 
 
 class BatchImportRequest(ApiModel):
@@ -203,29 +240,55 @@ class BatchImportRequest(ApiModel):
 
     manifest: NonBlank = Field(description="the manifest CSV's text (docs/manifest.md)")
     source: NonBlank = Field(description="where it came from (its file name), for messages")
-    booking: NonBlank = Field(description="the booking (work order) reference")
-    party: NonBlank = Field(description="the SEC Party that sent the hubs")
+    booking: Name = Field(
+        description="the booking (work order) reference; printable text (no control "
+        "characters or line breaks)"
+    )
+    party: Name = Field(
+        description="the SEC Party that sent the hubs; printable text (no control characters "
+        "or line breaks)"
+    )
 
     @classmethod
     def parse(cls, body: str) -> BatchImportRequest:
-        """Validate a request body; ApiError(400) names every missing or empty field."""
+        """Validate a request body; ApiError(400) names every field that is wrong, and how."""
         try:
             data = json.loads(body)
+        except RecursionError:
+            raise ApiError(400, "the request body is not JSON: nested too deeply") from None
         except ValueError:
             raise ApiError(400, "the request body is not JSON") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the request body is not a JSON object")
+        values = {k: data.get(k) for k in IMPORT_FIELDS}
         try:
-            return cls.model_validate({k: data.get(k) for k in IMPORT_FIELDS})
+            return cls.model_validate(values)
         except ValidationError as exc:
-            errors = exc.errors()
-            undecodable = {e["loc"][0] for e in errors if e["type"] == "string_unicode"}
-            text = [k for k in IMPORT_FIELDS if k in undecodable]
-            if text:  # lone surrogates: what a client's undecodable bytes become
-                raise ApiError(400, f"not UTF-8 text: {', '.join(text)}") from None
-            bad = {e["loc"][0] for e in errors}
-            missing = [k for k in IMPORT_FIELDS if k in bad]
-            raise ApiError(400, f"missing or empty: {', '.join(missing)}") from None
+            raise ApiError(400, _field_problems(values, exc)) from None
+
+
+def _field_problems(values: dict[str, Any], exc: ValidationError) -> str:
+    """`missing or empty: source; not a string: manifest`: each field under its problem."""
+    kinds: dict[str, str] = {}
+    for error in exc.errors():
+        field = str(error["loc"][0])
+        value = values.get(field)
+        if value is None:
+            kinds.setdefault(field, "missing")
+        elif not isinstance(value, str):
+            kinds.setdefault(field, "string_type")
+        else:
+            kinds.setdefault(field, error["type"])
+    parts = []
+    for problem, types in _FIELD_PROBLEMS:
+        fields = [k for k in IMPORT_FIELDS if kinds.get(k) in types]
+        if fields:
+            parts.append(f"{problem}: {', '.join(fields)}")
+    known = {t for _, types in _FIELD_PROBLEMS for t in types}
+    other = [k for k in IMPORT_FIELDS if k in kinds and kinds[k] not in known]
+    if other:
+        parts.append(f"invalid: {', '.join(other)}")
+    return "; ".join(parts)
 
 
 class BatchImported(ApiModel):
@@ -261,6 +324,9 @@ class CatalogReloaded(ApiModel):
     """The firmware catalog, read again."""
 
     entries: int = Field(description="entries in the catalog")
+    rejected: list[RejectedEntryView] = Field(
+        description="those that failed verification: never flashed"
+    )
 
 
 _R = TypeVar("_R", bound=ApiModel)

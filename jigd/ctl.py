@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar
 import aiohttp
 from pydantic import ValidationError
 
+from drivers.untrusted import printable
 from jigd import control_api as api
 from jigd.cli_common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, make_parser
 from jigd.config import ConfigError, load_config
@@ -193,10 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ControlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ControlError as exc:  # the daemon's words may quote a client's or a hub's text
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {printable(problem)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK

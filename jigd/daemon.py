@@ -1,7 +1,10 @@
 """`jigd run`: the station daemon in the foreground, until SIGTERM or SIGINT.
 
-SIGHUP re-reads the firmware catalog. The control API, the metrics endpoint and the MQTT
-publisher start once the store is recovered, the catalog loaded and the rigs' tasks started;
+One daemon per station: it holds the station's lock (jigd.startup) for its whole life, and a
+start-up failure (lock held, port in use, socket path unusable) is a StartupError, which
+`jigd run` turns into one line and exit 2. SIGHUP re-reads the firmware catalog. The metrics
+endpoint listens before the station starts; the control API and the MQTT publisher start once
+the store is recovered, the catalog loaded and the rigs' tasks started;
 they all live in one TaskGroup with the station, so one failing takes the process down cleanly
 rather than leaving it half alive.
 
@@ -24,13 +27,14 @@ from drivers.registry import HubDriver
 from firmware_catalog import CatalogError
 from jigd.alerts import AlertRecorder
 from jigd.config import StationConfig
-from jigd.control import serve_control
+from jigd.control import check_socket_path, serve_control
 from jigd.metrics import StationMetrics, serve_metrics
 from jigd.mqtt import MqttPublisher
 from jigd.mqtt_settings import check_mqtt_settings
 from jigd.sdnotify import Notifier, watchdog_interval_s
 from jigd.secrets import MasterKeys, Secret, load_password
 from jigd.service import StatusReporter, install_test_loop_blocker
+from jigd.startup import StartupError, lock_path, os_reason, station_lock
 from jigd.station import Station, StationObserver
 
 __all__ = ["run_daemon"]
@@ -50,9 +54,35 @@ async def run_daemon(
     on_ready: Callable[[Station], None] | None = None,
     handle_signals: bool = True,
 ) -> None:
-    """Run a station, its control API, metrics and MQTT until cancelled or signalled to stop."""
+    """Run a station, its control API, metrics and MQTT until cancelled or signalled to stop.
+
+    The station's lock comes first, before anything touches the store, the control socket or a
+    port (StationLockedError: another daemon runs on this store), then the resources a person
+    may have to fix (the socket's path, the metrics port), before any rig is opened.
+    """
+    with station_lock(lock_path(config.store_url, config.control_socket)):
+        await _run_locked(
+            config,
+            driver=driver,
+            master_keys=master_keys,
+            observers=observers,
+            on_ready=on_ready,
+            handle_signals=handle_signals,
+        )
+
+
+async def _run_locked(
+    config: StationConfig,
+    *,
+    driver: HubDriver | None,
+    master_keys: MasterKeys | None,
+    observers: list[StationObserver] | None,
+    on_ready: Callable[[Station], None] | None,
+    handle_signals: bool,
+) -> None:
     metrics = StationMetrics(mqtt_enabled=config.mqtt.enabled)
     password = await _mqtt_password(config)
+    await check_socket_path(config.control_socket)
     station = Station(
         config,
         driver=driver,
@@ -69,6 +99,8 @@ async def run_daemon(
             watchdog = tasks.create_task(
                 notifier.watchdog_loop(watchdog_interval_s()), name="watchdog"
             )
+            if config.metrics_port is not None:
+                await _serve_metrics(services, metrics, config)
             running = tasks.create_task(station.run(), name="station")
             ready = tasks.create_task(station.ready.wait())
             await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -88,11 +120,6 @@ async def run_daemon(
             if config.mqtt.enabled:
                 publisher = _publisher(station, password, metrics)
                 services_tasks.append(tasks.create_task(publisher.run(), name="mqtt"))
-            if config.metrics_port is not None:
-                server = await services.enter_async_context(
-                    serve_metrics(metrics, config.metrics_host, config.metrics_port)
-                )
-                _LOGGER.info("metrics on %s", server.url)
             if on_ready is not None:
                 on_ready(station)
             notifier.ready(await reporter.text())
@@ -111,6 +138,20 @@ async def run_daemon(
         notifier.close()
         if uninstall is not None:
             uninstall()
+
+
+async def _serve_metrics(
+    services: AsyncExitStack, metrics: StationMetrics, config: StationConfig
+) -> None:
+    """The /metrics endpoint; StartupError naming the keys if it cannot listen."""
+    host, port = config.metrics_host, config.metrics_port
+    assert port is not None
+    try:
+        await services.enter_async_context(serve_metrics(metrics, host, port))
+    except OSError as exc:
+        raise StartupError(
+            f"metrics_host/metrics_port: cannot listen on {host}:{port}: {os_reason(exc)}"
+        ) from None
 
 
 def _install_signals(station: Station, stop: asyncio.Event) -> Callable[[], None]:
@@ -200,9 +241,22 @@ def _publisher(station: Station, password: Secret | None, metrics: StationMetric
     return publisher
 
 
+_RELOADS: set[asyncio.Task[None]] = set()  # SIGHUP reloads under way (held until done)
+
+
 def _reload(station: Station) -> None:
+    """SIGHUP: reload the catalog in a task (its images are verified in a thread)."""
+    task = asyncio.get_running_loop().create_task(_reload_catalog(station), name="catalog-reload")
+    _RELOADS.add(task)
+    task.add_done_callback(_RELOADS.discard)
+
+
+async def _reload_catalog(station: Station) -> None:
+    if not station.ready.is_set():
+        _LOGGER.warning("catalog reload ignored: the station is starting (it reads the catalog)")
+        return
     try:
-        count = station.reload_catalog()
+        count = await station.reload_catalog()
     except CatalogError as exc:
         _LOGGER.error("catalog reload refused, keeping the old one: %s", exc)  # noqa: TRY400
         return

@@ -160,6 +160,9 @@ class AlertKind(enum.StrEnum):
     NO_FIRMWARE = "no_firmware"  # no production firmware in the catalog for a Device Model
     # a hub that speaks SMP but cannot be identified (no jig group): never written, set it aside
     UNIDENTIFIED_HUB = "unidentified_hub"
+    # a catalog entry whose image failed verification (when the catalog was read) or failed a
+    # flash (changed on disk, refused by a hub's bootloader): never flashed until fixed
+    CATALOG_ENTRY_REJECTED = "catalog_entry_rejected"
 
 
 class EventKind(enum.StrEnum):
@@ -216,6 +219,9 @@ class GuidResult:
     failure_code: str | None = None
     failure_detail: str | None = None
     last_link_errors: tuple[str, ...] = ()
+    # A failed hub: True if jigd left it locked (never unlocked, or locked again after the
+    # failure), False if it may be open (locking it again failed), None if jigd cannot tell.
+    locked: bool | None = None
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -257,8 +263,8 @@ class GuidResult:
         if self.outcome is Outcome.FAILED:
             if self.failure_stage is None or not self.failure_code:
                 yield "a failed result needs a failure stage and code"
-        elif any(f is not None for f in failure):
-            yield "only a failed result has failure stage, code or detail"
+        elif any(f is not None for f in failure) or self.locked is not None:
+            yield "only a failed result has failure stage, code, detail or locked"
         if self.outcome in (Outcome.REFLASHED, Outcome.ALREADY_CURRENT) and (
             self.from_version is None or self.to_version is None or self.image_sha256 is None
         ):
@@ -443,6 +449,13 @@ def alert_event(
         text = (
             f"{where}: no production firmware in the catalog for Device Model {model} "
             f"({detail}); add one with `jigd catalog add`"
+        )
+    elif kind is AlertKind.CATALOG_ENTRY_REJECTED:
+        text = (
+            f"{where}: firmware catalog entry {detail}; it is never flashed, and while it is "
+            f"the latest firmware for Device Model {model} those hubs fail at select "
+            "(image_untrusted), until the image is fixed (`jigd catalog verify`) or the entry "
+            "withdrawn, and the catalog reloaded (`systemctl reload jigd`)"
         )
     else:
         text = f"{where}: {detail}"

@@ -10,6 +10,10 @@ active is only confirmed and locked, an image already complete in the secondary 
 uploaded again, and an unfinished upload resumes from the hub's offset. So an attempt cut short by
 a crash, a power loss or a vanished rig is simply run again.
 
+The image is re-verified (sha256) before the hub is unlocked; a failure caused by the image (it
+changed on disk, or the bootloader refused it) names its entry (`FlashError.image`) so the
+station stops flashing it.
+
 Images are named as the hub names them: by the MCUboot image hash (the image's SHA256 TLV) that
 the catalog records for each entry, never by the file's sha256 (that one is only the upload's
 `sha` and the catalog's file name).
@@ -32,12 +36,12 @@ from drivers.hub_link import (
     ImageSlotState,
     await_reset,
 )
-from firmware_catalog import Catalog, CatalogEntry, CatalogError, SelectionError
+from firmware_catalog import Catalog, CatalogEntry, CatalogError, Image, SelectionError
 from jigd.config import TimeoutConfig
 from jigd.model import DeviceModel, FirmwareVersion, Outcome, Stage
 from jigd.secrets import MasterKeys
 
-__all__ = ["FlashError", "FlashProcedure", "FlashSuccess", "StageHooks"]
+__all__ = ["FlashError", "FlashProcedure", "FlashSuccess", "StageHooks", "lock_again"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -45,19 +49,43 @@ T = TypeVar("T")
 
 # Failure codes that no retry can change: the hub is failed at once.
 FINAL_CODES: Final = frozenset(
-    {"model_mismatch", "no_firmware", "newer_than_catalog", "no_master_key", "image_missing"}
+    {
+        "model_mismatch",
+        "no_firmware",
+        "newer_than_catalog",
+        "image_untrusted",
+        "no_master_key",
+        "image_missing",
+    }
 )
 
 
 class FlashError(Exception):
-    """A stage failed. `code` is the Fault Analysis code; `retryable` says if a retry may help."""
+    """A stage failed. `code` is the Fault Analysis code; `retryable` says if a retry may help.
 
-    def __init__(self, stage: Stage, code: str, detail: str, *, retryable: bool = True) -> None:
+    `locked` says how the procedure left the hub: True locked (never unlocked, or locked again
+    after the failure), False unlocked (locking it again failed), None not known (the error
+    did not come from the procedure).
+    """
+
+    def __init__(
+        self,
+        stage: Stage,
+        code: str,
+        detail: str,
+        *,
+        retryable: bool = True,
+        image: CatalogEntry | None = None,
+    ) -> None:
         super().__init__(f"stage {stage}: {code}: {detail}")
         self.stage = stage
         self.code = code
         self.detail = detail
         self.retryable = retryable and code not in FINAL_CODES
+        # The catalog entry whose image caused the failure (it changed on disk, or the hub's
+        # bootloader refused it), for the station to stop flashing it.
+        self.image = image
+        self.locked: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +154,28 @@ class FlashProcedure:
         self._label = label
         self._hooks = hooks or StageHooks()
         self.bytes_uploaded = 0  # image bytes put on the link by this attempt, resends included
+        self._unlocked = False  # the hub is, or may be, unlocked (it came so, or we unlocked it)
 
-    async def run(self, link: HubLink, identity: HubIdentity) -> FlashSuccess:
-        """Bring the hub to its selected firmware. Raises FlashError naming the failed stage."""
+    async def run(
+        self, link: HubLink, identity: HubIdentity, *, unlocked: bool = False
+    ) -> FlashSuccess:
+        """Bring the hub to its selected firmware. Raises FlashError naming the failed stage;
+        a hub that is or may be unlocked then is locked again, best effort, and the error's
+        `locked` says whether it is (a hub never goes back on the pallet open if jigd can
+        help it). `unlocked`: an earlier attempt left the hub unlocked and `identity` is from
+        before it (the hub did not answer since)."""
+        self._unlocked = unlocked or not identity.locked
+        try:
+            return await self._run(link, identity)
+        except FlashError as exc:
+            exc.locked = (
+                await lock_again(link, self._timeouts.stage_s, self._label)
+                if self._unlocked
+                else True
+            )
+            raise
+
+    async def _run(self, link: HubLink, identity: HubIdentity) -> FlashSuccess:
         self._hooks.on_stage(Stage.SELECT)
         entry = select_firmware(self._catalog, identity, self._pilot_models)
         sha = image_hash_of(entry)
@@ -141,14 +188,18 @@ class FlashProcedure:
                 await self._stage(Stage.LOCK, self._timeouts.stage_s, link.lock())
             return FlashSuccess(entry, flashed=False, bytes_uploaded=0, resumed_from=0)
 
+        swap = active is None or active.hash != sha
+        secondary = next((s for s in states if not s.active and s.hash == sha), None)
+        # The image is re-verified before the hub is unlocked: a changed file touches no hub.
+        image = await self._image(entry) if swap and secondary is None else None
         if identity.locked:
+            self._unlocked = True  # from the request on: the hub may act on it, answer or not
             await self._stage(Stage.UNLOCK, self._timeouts.stage_s, self._unlock(link, identity))
         uploaded, resumed_from, flashed = 0, 0, False
-        if active is None or active.hash != sha:
-            secondary = next((s for s in states if not s.active and s.hash == sha), None)
-            if secondary is None:
+        if swap:
+            if image is not None:
                 uploaded, resumed_from = await self._stage(
-                    Stage.UPLOAD, self._timeouts.upload_s, self._upload(link, entry)
+                    Stage.UPLOAD, self._timeouts.upload_s, self._upload(link, image)
                 )
                 await self._hooks.on_uploaded(uploaded, resumed_from)
             if secondary is None or not secondary.pending:
@@ -183,6 +234,7 @@ class FlashProcedure:
                 f"the hub booted image {active.hash.hex()[:16]}... version {active.version}, "
                 f"not {entry.describe()} (image hash {sha.hex()[:16]}...): the bootloader "
                 "refused it",
+                image=entry,
             )
         raise FlashError(
             Stage.VERIFY,
@@ -204,12 +256,17 @@ class FlashProcedure:
             )
         await link.unlock(key.reveal())
 
-    async def _upload(self, link: HubLink, entry: CatalogEntry) -> tuple[int, int]:
-        """Upload the entry's image (re-verified by sha256 first); (bytes sent, resumed from)."""
+    async def _image(self, entry: CatalogEntry) -> Image:
+        """The entry's image, re-verified by sha256 (off the event loop)."""
         try:
-            image = await asyncio.to_thread(self._catalog.image, entry)
+            return await asyncio.to_thread(self._catalog.image, entry)
         except CatalogError as exc:
-            raise FlashError(Stage.UPLOAD, "image_missing", str(exc), retryable=False) from exc
+            raise FlashError(
+                Stage.UPLOAD, "image_missing", str(exc), retryable=False, image=entry
+            ) from exc
+
+    async def _upload(self, link: HubLink, image: Image) -> tuple[int, int]:
+        """Upload the image; (bytes sent, resumed from)."""
         result = await link.upload(image.data, self._hooks.on_progress)
         self.bytes_uploaded += result.bytes_sent
         return result.bytes_sent, result.resumed_from
@@ -230,6 +287,18 @@ class FlashProcedure:
         self._hooks.on_stage_done(stage, time.monotonic() - started)
         _LOGGER.debug("%s: stage %s done", self._label, stage)
         return result
+
+
+async def lock_again(link: HubLink, timeout_s: float, label: str) -> bool:
+    """Lock a hub that failed while unlocked, best effort: whether it is locked now."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await link.lock()
+    except (DriverError, TimeoutError) as exc:
+        _LOGGER.error("%s: the failed hub could not be locked again: %s", label, exc)  # noqa: TRY400
+        return False
+    _LOGGER.info("%s: the failed hub is locked again", label)
+    return True
 
 
 def image_hash_of(entry: CatalogEntry) -> bytes:

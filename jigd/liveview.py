@@ -1,5 +1,9 @@
 """What `jigctl` and `jigd demo` show of a running station: the slot table, progress lines and
-batch lines, drawn from the control API's models (jigd.control_api)."""
+batch lines, drawn from the control API's models (jigd.control_api).
+
+Text that came from outside (a booking or party named by a client, a slot's detail quoting a
+hub) is shown through `drivers.untrusted.printable`: it can neither move the cursor nor colour
+the terminal nor start a line of its own."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Final
 
+from drivers.untrusted import FIELD_LIMIT, printable
 from jigd.control_api import BatchView, StatusResponse
 from jigd.model import Outcome
 
@@ -31,10 +36,14 @@ def _eta(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
+def _shown(text: str) -> str:
+    return printable(text, FIELD_LIMIT)
+
+
 def render_status(status: StatusResponse) -> str:
     """A text table of rigs, slots and open batches, as `jigctl status` and `watch` show it."""
     lines = [
-        f"station {status.station}   up {_eta(status.uptime_s)}   "
+        f"station {_shown(status.station)}   up {_eta(status.uptime_s)}   "
         f"{status.hubs_per_hour or '-'} hubs/h   "
         f"outbox {status.outbox_depth}"
     ]
@@ -43,11 +52,16 @@ def render_status(status: StatusResponse) -> str:
         done = batch.expected - batch.pending
         percent = 100.0 * done / batch.expected if batch.expected else 100.0
         lines.append(
-            f"batch {batch.batch} ({batch.booking}, {batch.party}) "
+            f"batch {batch.batch} ({_shown(batch.booking)}, {_shown(batch.party)}) "
             f"[{_bar(percent)}] {done}/{batch.expected}  "
             f"reflashed {counts[Outcome.REFLASHED]}  current {counts[Outcome.ALREADY_CURRENT]}  "
             f"failed {counts[Outcome.FAILED]}  ETA {_eta(batch.eta_s)}"
         )
+    lines.extend(
+        f"catalog: {entry.model} {entry.firmware_version} NOT FLASHED ({entry.code}): "
+        f"{entry.reason} [sha256 {entry.sha256}]"
+        for entry in status.catalog_rejected
+    )
     lines.append(f"{'slot':<12}{'state':<10}{'guid':<25}{'stage':<14}{'progress':<28}att")
     for rig in status.rigs:
         for slot in rig.slots:
@@ -56,7 +70,7 @@ def render_status(status: StatusResponse) -> str:
             progress = ""
             if slot.state == "busy" and slot.stage == "upload":
                 progress = f"[{_bar(slot.progress)}] {slot.progress:5.1f}%"
-            stage = slot.stage or slot.outcome or slot.detail or ""
+            stage = slot.stage or slot.outcome or _shown(slot.detail)
             guid = "-" if slot.guid is None else str(slot.guid)
             lines.append(
                 f"{name:<12}{state:<10}{guid:<25}{stage:<14}{progress:<28}{slot.attempts or ''}"
@@ -86,8 +100,8 @@ def counts_text(counts: Mapping[Outcome, int], *, nonzero: bool = False) -> str:
 def batch_line(batch: BatchView) -> str:
     """One batch, as `jigctl batch list` and `batch close` print it."""
     return (
-        f"{batch.batch}  {batch.status:<6}  booking {batch.booking}  party "
-        f"{batch.party}  expected {batch.expected}  received {batch.received}  "
+        f"{batch.batch}  {batch.status:<6}  booking {_shown(batch.booking)}  party "
+        f"{_shown(batch.party)}  expected {batch.expected}  received {batch.received}  "
         f"pending {batch.pending}  ({counts_text(batch.counts)})"
     )
 

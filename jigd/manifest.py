@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from drivers.untrusted import FIELD_LIMIT, printable
 from jigd.model import DeviceModel, FirmwareVersion, Guid, IdentifierError
 
 __all__ = [
@@ -117,17 +118,14 @@ class _Parser:
         self.problems: list[ManifestProblem] = []
 
     def problem(self, line: int | None, field: str, message: str) -> None:
-        self.problems.append(ManifestProblem(self.source, line, field, message))
+        # A field may be a header cell as written, a message quotes cells: the file's text,
+        # shown escaped and capped (drivers/untrusted.py).
+        self.problems.append(
+            ManifestProblem(self.source, line, printable(field, FIELD_LIMIT), printable(message))
+        )
 
     def parse(self, data: bytes) -> list[ManifestRow]:
         text = self._decode(data)
-        if not text.strip():
-            self.problem(
-                1,
-                FILE_FIELD,
-                f"the file is empty; the first line must name the columns, e.g. {_EXAMPLE_HEADER}",
-            )
-            return []
         # newline="" keeps line ends for the csv module, which then numbers lines as editors do.
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         columns: dict[str, int] | None = None
@@ -163,6 +161,12 @@ class _Parser:
                 reader.line_num,
                 ROW_FIELD,
                 f"not valid CSV ({exc}); the lines after it were not checked",
+            )
+        if columns is None and not self.problems:  # nothing but blanks, commas and quotes
+            self.problem(
+                1,
+                FILE_FIELD,
+                f"the file is empty; the first line must name the columns, e.g. {_EXAMPLE_HEADER}",
             )
         if columns is not None and not rows and not self.problems:
             self.problem(1, FILE_FIELD, "no GUIDs: the file has a header and no rows")

@@ -196,6 +196,12 @@ class StationMetrics:
             ["status"],
             registry=None,
         )
+        self._catalog_rejected = Gauge(
+            "jigd_catalog_rejected",
+            "Firmware catalog entries never flashed: they failed verification, or a flash failed "
+            "because of their image",
+            registry=None,
+        )
         self._build_info = Gauge(
             "jigd_build_info",
             "Always 1; the version of jigd is the label",
@@ -221,6 +227,7 @@ class StationMetrics:
             self._rig_up,
             self._batch_hubs,
             self._catalog_images,
+            self._catalog_rejected,
             self._build_info,
         ]
         if mqtt_enabled:
@@ -307,6 +314,7 @@ class StationMetrics:
         self._set_batches([*open_batches, *closed])
         for status in Status:
             self._catalog_images.labels(str(status)).set(images[status])
+        self._catalog_rejected.set(len(catalog.untrusted()))
         for entry in catalog.entries():
             self._ensure_model(str(entry.device_model))
 

@@ -21,6 +21,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.untrusted import csv_cell
 from jigd.events import BatchStatus, GuidLists, OutcomeCounts, UtcDateTime, format_utc
 from jigd.model import GuidField, Outcome
 from jigd.store import GuidState, Store
@@ -59,7 +60,15 @@ RESULTS_COLUMNS = (
     "failure_code",
 )
 SMI_UPDATE_COLUMNS = ("guid", "firmware_version")
-FAULT_ANALYSIS_COLUMNS = ("guid", "stage", "code", "detail", "attempts", "last_link_errors")
+FAULT_ANALYSIS_COLUMNS = (
+    "guid",
+    "stage",
+    "code",
+    "detail",
+    "attempts",
+    "last_link_errors",
+    "locked",
+)
 LINK_ERRORS_SEPARATOR = " | "
 
 
@@ -180,14 +189,17 @@ def _fault_row(state: GuidState) -> list[str]:
         _text(state.failure_detail),
         str(state.attempts),
         LINK_ERRORS_SEPARATOR.join(state.last_link_errors),
+        "yes" if state.locked else "no",  # not known (None) is not "yes": check the hub
     ]
 
 
 def _csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """RFC 4180 text; every cell printable, capped and never a spreadsheet formula (a hub's
+    error text ends up in `detail`): drivers/untrusted.py."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)  # RFC 4180: CRLF line ends, minimal quoting
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
     return buffer.getvalue()
 
 

@@ -48,6 +48,7 @@ class RigSupervisor:
         self._controller: RigController | None = None
         self._lost = asyncio.Event()
         self._up = False
+        self._served = False  # the current connection answered a health check
         self.workers = {s.slot: SlotWorker(self, s, deps) for s in config.slots}
 
     @property
@@ -75,14 +76,20 @@ class RigSupervisor:
     # -- the supervising task ------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Keep the controller connected for ever; mark the rig down while it is not."""
+        """Keep the controller connected for ever; mark the rig down while it is not.
+
+        The waits between reconnections grow while they fail, and start afresh once a
+        connection has served (answered a health check): a rig that comes back is not made to
+        wait longer each time it goes away again."""
         retry = 0
         while True:
+            self._served = False
             try:
                 await self._connect_and_serve()
-                retry = 0  # it was up: start backing off afresh
             except RigError as exc:
                 _LOGGER.warning("rig %d: %s", self.rig, exc)
+            if self._served:
+                retry = 0  # it was up: start backing off afresh
             self._mark_down()
             wait = self._backoff.delay(retry)
             _LOGGER.info("rig %d: reconnecting in %.2f s", self.rig, wait)
@@ -116,6 +123,7 @@ class RigSupervisor:
                         await self._lost.wait()
                 except TimeoutError:
                     await controller.ping()
+                    self._served = True
             raise RigClosed(f"rig{self.rig}", "controller connection lost")
         finally:
             self._controller = None

@@ -20,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from drivers.errors import DriverError, NoJigGroup, RigError
@@ -40,10 +39,18 @@ from drivers.registry import HubDriver
 from firmware_catalog import Catalog
 from jigd.config import HubModelConfig, RetryConfig, SlotConfig, TimeoutConfig
 from jigd.events import GuidResult, InvalidResultError, SlotStatus
-from jigd.flash import FlashError, FlashProcedure, FlashSuccess, StageHooks, outcome_of
+from jigd.flash import FlashError, FlashProcedure, FlashSuccess, StageHooks, lock_again
 from jigd.model import DeviceModel, Guid, LedColour, Outcome, SlotState, Stage
 from jigd.secrets import MasterKeys
-from jigd.store import BatchRef, GuidStatus, Store, StoreError
+from jigd.slot_attempts import (
+    LEFT_UNLOCKED,
+    STOPPING_REASON,
+    AttemptBudget,
+    SlotAttempts,
+    WorkInterruptedError,
+    furthest,
+)
+from jigd.store import BatchRef, GuidState, GuidStatus, Store, StoreError
 
 __all__ = ["LinkStats", "SlotDeps", "SlotWorker"]
 
@@ -58,10 +65,8 @@ PROGRESS_STEP: Final = 0.5  # percent: smaller progress changes are not reported
 UNCUT_STAGES: Final = frozenset(
     {Stage.MARK_TEST, Stage.RESET, Stage.AWAIT_BOOT, Stage.VERIFY, Stage.CONFIRM, Stage.LOCK}
 )
-STOPPING_REASON: Final = "jigd stopping"
 HUB_TAKEN_OUT: Final = "hub taken out"  # the interruption reason when a hub is pulled
 NO_ANSWER: Final = "no_answer"  # failure code: a hub interrupted mid-flash never answered again
-_STAGE_ORDER: Final = {stage: index for index, stage in enumerate(Stage)}
 
 
 class RigPort(Protocol):
@@ -117,6 +122,10 @@ def receiver_settings(slot: SlotConfig, model: HubModelConfig | None) -> HubRece
     )
 
 
+async def _image_kept(error: FlashError) -> bool:
+    return False
+
+
 @dataclass
 class SlotDeps:
     """What every slot worker of a station shares."""
@@ -134,6 +143,9 @@ class SlotDeps:
     on_stage_time: Callable[[Stage, float], None] = lambda stage, seconds: None
     on_result: Callable[[GuidResult, float], None] = lambda result, seconds: None
     on_link_stats: Callable[[int, LinkStats], None] = lambda rig, stats: None
+    # A flash failed because of its image (FlashError.image): True if that image is no longer
+    # flashed, so no retry is made with it.
+    on_image_fault: Callable[[FlashError], Awaitable[bool]] = field(default=_image_kept)
     hub_models: Mapping[DeviceModel, HubModelConfig] = field(default_factory=dict)
 
 
@@ -149,11 +161,11 @@ class LinkStats:
     window: int | None = None
 
 
-class _InterruptedError(Exception):
+class _InterruptedError(WorkInterruptedError):
     """The rig stopped answering, or another hub answered: not the hub's fault."""
 
 
-class _StoppingError(Exception):
+class _StoppingError(WorkInterruptedError):
     """jigd is stopping: the attempt was closed resumable at a point between stages."""
 
 
@@ -172,6 +184,7 @@ class SlotWorker:
         self._handler: asyncio.Task[None] | None = None
         self._draining = False
         self._uncut = 0  # > 0 while in a section that stopping must not cut (a power cycle)
+        self._books = SlotAttempts(deps.store, rig.rig, config.slot, self._label)
 
     @property
     def label(self) -> str:
@@ -180,6 +193,12 @@ class SlotWorker:
     @property
     def status(self) -> SlotStatus:
         return self._status
+
+    @property
+    def handling(self) -> bool:
+        """A hub's work is under way: from identify until the slot has let go of the hub (its
+        result recorded, or its attempt closed as interrupted)."""
+        return self._handler is not None
 
     @property
     def finishing(self) -> bool:
@@ -383,16 +402,20 @@ class SlotWorker:
             return False  # that hub left the slot: the one in it now may be any hub
         reached = history[-1].stage_reached
         self._set(guid=state.guid, batch_id=state.batch_id)
-        attempt = await store.begin_attempt(
-            state.batch_id, state.guid, self._rig.rig, self._config.slot
-        )
+        async with self._books.holding(state.batch_id, state.guid, lambda: Stage.IDENTIFY):
+            await self._no_answer(state, reached, t0)
+        return True
+
+    async def _no_answer(self, state: GuidState, reached: Stage | None, t0: float) -> None:
+        """Record the silent hub's GUID failed at `identify` (`no_answer`), as a new attempt."""
+        attempt = await self._begin(state.batch_id, state.guid)
         detail = (
             f"the hub in {self._label} was being flashed as {state.guid} (attempt "
             f"{attempt - 1}, last recorded stage {reached or 'none'}) when that attempt was "
             f"interrupted, and has not answered since ({IDENTIFY_ATTEMPTS} tries, power cycled "
             "between them)"
         )
-        await store.end_attempt(
+        await self._deps.store.end_attempt(
             state.batch_id,
             state.guid,
             attempt,
@@ -401,23 +424,17 @@ class SlotWorker:
             error_detail=detail,
         )
         _LOGGER.error("%s: %s", self._label, detail)
-        result = GuidResult(
-            batch_id=state.batch_id,
-            guid=state.guid,
-            outcome=Outcome.FAILED,
-            rig=self._rig.rig,
-            slot=self._config.slot,
-            attempts=attempt,
-            started=state.started or datetime.now(UTC),
-            finished=datetime.now(UTC),
-            model=state.model,
-            from_version=state.from_version,
-            failure_stage=Stage.IDENTIFY,
-            failure_code=NO_ANSWER,
-            failure_detail=detail,
+        failure = FlashError(Stage.IDENTIFY, NO_ANSWER, detail, retryable=False)
+        await self._record(
+            await self._books.failure(
+                state.batch_id,
+                state.guid,
+                failure,
+                attempts=attempt,
+                identified=(state.model, None),
+            ),
+            t0,
         )
-        await self._record(result, t0)
-        return True
 
     def _receiver(self, model: DeviceModel | None) -> HubReceiverSettings:
         hub_model = self._deps.hub_models.get(model) if model is not None else None
@@ -439,52 +456,71 @@ class SlotWorker:
         self._set(state=SlotState.REJECTED, stage=None, detail=reason)
         await self._led(LedColour.RED)
 
+    async def _begin(self, batch_id: str, guid: Guid, identity: HubIdentity | None = None) -> int:
+        """Begin an attempt (see SlotAttempts.begin): stopping does not interrupt this; a lost
+        rig or hub does."""
+        self._uncut += 1
+        try:
+            return await self._books.begin(batch_id, guid, identity)
+        finally:
+            self._uncut -= 1
+
     async def _attempts(self, ref: BatchRef, identity: HubIdentity) -> None:
-        """Attempts of the flash procedure until success, a final failure or the attempt limit."""
+        """Attempts of the flash procedure until success, a final failure, the attempt limit or
+        the GUID's attempt budget; the GUID is let go of if the work ends without a result."""
+        async with self._books.holding(ref.batch_id, identity.guid, lambda: self._status.stage):
+            budget = await self._books.budget(ref.batch_id, identity.guid, self._deps.retries)
+            if budget.left == 0:
+                await self._budget_spent(ref, identity, budget)
+                return
+            limit = min(budget.left, self._deps.retries.stage_attempts)
+            await self._attempt_loop(ref, identity, limit)
+
+    async def _budget_spent(
+        self, ref: BatchRef, identity: HubIdentity, budget: AttemptBudget
+    ) -> None:
+        """The GUID has had all its attempts (across restarts): it fails with their cause,
+        without another attempt."""
+        failure = await self._books.spent(ref.batch_id, identity.guid, budget)
+        _LOGGER.error("%s: %s: %s", self._label, identity.guid, failure.detail)
+        await self._record(
+            await self._books.failure(
+                ref.batch_id,
+                identity.guid,
+                failure,
+                attempts=budget.made,
+                identified=(identity.model, identity.firmware_version),
+                locked=await self._left_locked(None, identity),
+            ),
+            time.monotonic(),
+        )
+
+    async def _attempt_loop(self, ref: BatchRef, identity: HubIdentity, limit: int) -> None:
         store = self._deps.store
-        started = datetime.now(UTC)
         t0 = time.monotonic()
-        failure: FlashError | None = None
+        failure: FlashError | None = None  # the furthest-reaching failure
+        last: FlashError | None = None  # the last attempt's failure
         link_errors: list[str] = []
-        for tries in range(1, self._deps.retries.stage_attempts + 1):
+        # An attempt left the hub unlocked and it has not identified since: `identity` is stale.
+        unlocked = False
+        for tries in range(1, limit + 1):
             if self._draining:
                 raise _StoppingError(STOPPING_REASON)
-            self._uncut += 1  # an attempt is begun and then interrupted, or not begun at all
-            try:
-                attempt = await store.begin_attempt(
-                    ref.batch_id,
-                    identity.guid,
-                    self._rig.rig,
-                    self._config.slot,
-                    model=identity.model,
-                    from_version=identity.firmware_version,
-                )
-            finally:
-                self._uncut -= 1
+            attempt = await self._begin(ref.batch_id, identity.guid, identity)
             self._set(attempts=attempt, stage=Stage.AUTHORIZE)
             try:
                 self._checkpoint()
                 self._authorize(ref, identity)
-                success = await self._one_attempt(ref, identity, attempt, link_errors)
-            except (asyncio.CancelledError, _InterruptedError) as exc:
-                # Not the hub's fault (rig gone, hub pulled, jigd stopping): resumable.
-                reason = str(exc.args[0]) if exc.args else "jigd stopping"
-                await asyncio.shield(
-                    store.interrupt_attempt(
-                        ref.batch_id,
-                        identity.guid,
-                        attempt,
-                        stage=self._status.stage or Stage.IDENTIFY,
-                        reason=reason,
-                    )
+                success = await self._one_attempt(
+                    ref, identity, attempt, link_errors, unlocked=unlocked
                 )
-                raise
             except FlashError as exc:
-                # The Fault Analysis names the furthest stage any attempt reached: a hub that
-                # never boots again fails at await_boot, whatever its later attempts hit first.
-                if failure is None or _STAGE_ORDER[exc.stage] >= _STAGE_ORDER[failure.stage]:
+                if failure is None or furthest(exc.stage, failure.stage):
                     failure = exc
-                if not exc.retryable or tries == self._deps.retries.stage_attempts:
+                last = exc
+                if exc.locked is not None:
+                    unlocked = not exc.locked
+                if not exc.retryable or tries == limit:
                     break
                 if self._stopping():
                     # No retry now: the next run retries this hub from what it reports.
@@ -503,34 +539,50 @@ class SlotWorker:
                     stage=exc.stage,
                     error_code=exc.code,
                     error_detail=exc.detail,
+                    locked=exc.locked,
                 )
                 _LOGGER.warning(
                     "%s: attempt %d failed: %s; power cycling", self._label, attempt, exc
                 )
-                identity = await self._recover(identity)
+                if (again := await self._recover(identity)) is not None:
+                    identity, unlocked = again, False  # identified afresh: it says
                 continue
-            await self._record(await self._result(ref, identity, attempt, success), t0)
+            await self._record(
+                await self._books.success(identity, ref.batch_id, attempt, success), t0
+            )
             return
         if failure is None:  # pragma: no cover - the loop runs at least once
             raise RuntimeError("no attempt was made")
-        state = await store.guid_state(ref.batch_id, identity.guid)
-        result = GuidResult(
-            batch_id=ref.batch_id,
-            guid=identity.guid,
-            outcome=Outcome.FAILED,
-            rig=self._rig.rig,
-            slot=self._config.slot,
-            attempts=attempt,
-            started=state.started or started,
-            finished=datetime.now(UTC),
-            model=identity.model,
-            from_version=state.from_version or identity.firmware_version,
-            failure_stage=failure.stage,
-            failure_code=failure.code,
-            failure_detail=failure.detail,
-            last_link_errors=tuple(link_errors[-5:]),
+        await self._record(
+            await self._books.failure(
+                ref.batch_id,
+                identity.guid,
+                failure,
+                attempts=attempt,
+                identified=(identity.model, identity.firmware_version),
+                link_errors=link_errors,
+                locked=await self._left_locked(last, identity, unlocked=unlocked),
+            ),
+            t0,
         )
-        await self._record(result, t0)
+
+    async def _left_locked(
+        self, last: FlashError | None, identity: HubIdentity, *, unlocked: bool = False
+    ) -> bool:
+        """Whether the failed hub is left locked: as the procedure left it in the last attempt;
+        if that failed outside the procedure (authorize, opening the link), as the hub last
+        identified (unless an attempt since left it `unlocked`), and locked again (best
+        effort) if it may be unlocked."""
+        if last is not None and last.locked is not None:
+            return last.locked
+        if identity.locked and not unlocked:
+            return True
+        try:
+            async with await self._open(self._receiver(identity.model)) as link:
+                return await lock_again(link, self._deps.timeouts.stage_s, self._label)
+        except DriverError as exc:
+            _LOGGER.error("%s: the failed hub could not be locked again: %s", self._label, exc)  # noqa: TRY400
+            return False
 
     @staticmethod
     def _authorize(ref: BatchRef, identity: HubIdentity) -> None:
@@ -544,29 +596,14 @@ class SlotWorker:
                 retryable=False,
             )
 
-    async def _result(
-        self, ref: BatchRef, identity: HubIdentity, attempt: int, success: FlashSuccess
-    ) -> GuidResult:
-        """The success result; `from_version` is what the hub arrived with in this batch."""
-        state = await self._deps.store.guid_state(ref.batch_id, identity.guid)
-        arrived = state.from_version or identity.firmware_version
-        return GuidResult(
-            batch_id=ref.batch_id,
-            guid=identity.guid,
-            outcome=outcome_of(arrived, success),
-            rig=self._rig.rig,
-            slot=self._config.slot,
-            attempts=attempt,
-            started=state.started or datetime.now(UTC),
-            finished=datetime.now(UTC),
-            model=identity.model,
-            from_version=arrived,
-            to_version=success.entry.firmware_version,
-            image_sha256=success.entry.sha256,
-        )
-
     async def _one_attempt(
-        self, ref: BatchRef, identity: HubIdentity, attempt: int, link_errors: list[str]
+        self,
+        ref: BatchRef,
+        identity: HubIdentity,
+        attempt: int,
+        link_errors: list[str],
+        *,
+        unlocked: bool,
     ) -> FlashSuccess:
         store = self._deps.store
         last_progress = -PROGRESS_STEP
@@ -608,13 +645,15 @@ class SlotWorker:
         try:
             async with link:
                 try:
-                    success = await procedure.run(link, identity)
+                    success = await procedure.run(link, identity, unlocked=unlocked)
                 finally:
                     if report := link.sizing_report():
                         _LOGGER.info("%s: link settled on %s", self._label, report)
         except FlashError as exc:
             link_errors.extend(f"{k}: {n}" for k, n in sorted(link.link_errors.items()))
             await store.record_stage(ref.batch_id, identity.guid, attempt, exc.stage, exc.code)
+            if exc.image is not None and await self._deps.on_image_fault(exc):
+                exc.retryable = False  # the next attempt could only fail at select
             raise
         finally:
             self._report_link(link, procedure.bytes_uploaded)
@@ -632,8 +671,9 @@ class SlotWorker:
         )
         self._deps.on_link_stats(self._rig.rig, stats)
 
-    async def _recover(self, identity: HubIdentity) -> HubIdentity:
-        """Power cycle before a retry; re-identify (the same GUID must come back)."""
+    async def _recover(self, identity: HubIdentity) -> HubIdentity | None:
+        """Power cycle before a retry; re-identify (the same GUID must come back). None: the
+        hub is silent (the next attempt fails at its first stage and is counted)."""
         if self._draining:
             # Between attempts: no attempt is open; the next start marks the GUID interrupted.
             raise _StoppingError(STOPPING_REASON)
@@ -646,7 +686,7 @@ class SlotWorker:
                 again = await link.identify()
         except DriverError as exc:
             _LOGGER.warning("%s: hub silent after power cycle: %s", self._label, exc)
-            return identity  # the next attempt fails at its first stage and is counted
+            return None
         if again.guid != identity.guid:
             _LOGGER.error(
                 "%s: a different hub %s answered after power cycling %s",
@@ -675,7 +715,11 @@ class SlotWorker:
         """Durable first, then the LED and everyone else."""
         await asyncio.shield(self._deps.store.record_result(result))
         self._deps.on_result(result, time.monotonic() - t0)
-        await self._finish(result.outcome, detail=result.failure_code or "")
+        detail = result.failure_code or ""
+        await self._finish(
+            result.outcome,
+            detail=f"{detail}, {LEFT_UNLOCKED}" if result.locked is False else detail,
+        )
 
     async def _finish(self, outcome: Outcome, *, detail: str) -> None:
         failed = outcome is Outcome.FAILED

@@ -1,10 +1,16 @@
 """The station: one store, one catalog, every rig and slot of the config, under one owner.
 
-`Station.run()` opens the store (recovering hubs left mid-flash), the catalog and the secrets,
-then runs every rig supervisor and slot worker, the event-loop lag monitor (`jigd.looplag`) and
-the control API in one TaskGroup until it is cancelled. A slot's or a rig's trouble stays its
+`Station.run()` opens the store (recovering hubs left mid-flash; jigd.daemon has taken the
+station's lock first), the catalog, the secrets and each slot's hub driver, then runs every rig
+supervisor and slot worker, the event-loop lag monitor (`jigd.looplag`) and the control API in
+one TaskGroup until it is cancelled. A slot's or a rig's trouble stays its
 own: workers catch what they can handle and a rig that goes away is reconnected while the others
 keep working.
+
+The catalog is verified when it is opened and on every reload (`reload_catalog`, in a thread):
+an entry whose image fails is never flashed and is alerted (`catalog_entry_rejected`); so is an
+entry whose image fails a flash (`image_fault`), until the next reload (docs/architecture.md,
+"Firmware catalog").
 
 To stop without harming a hub, `drain()` first (jigd.slot: hubs in the activation sequence
 finish, other attempts are interrupted resumable), then cancel `run()`.
@@ -16,21 +22,25 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Final
 
-from drivers.registry import HubDriver, load_driver
-from firmware_catalog import Catalog
+from drivers.errors import DriverError
+from drivers.hub_link import HubLink, LinkOptions
+from drivers.registry import HubDriver, SlotParams, load_driver
+from firmware_catalog import Catalog, Untrusted
 from jigd.config import StationConfig
-from jigd.events import GuidResult, SlotStatus
+from jigd.events import AlertKind, BatchStatus, GuidResult, SlotStatus
+from jigd.flash import FlashError
 from jigd.looplag import LoopLagMonitor
 from jigd.model import Guid, Outcome, SlotState, Stage
 from jigd.rig import RigSupervisor
 from jigd.secrets import MasterKeys, load_master_keys
 from jigd.slot import LinkStats, SlotDeps, SlotWorker
-from jigd.store import Store, open_store
+from jigd.startup import StartupError
+from jigd.store import Store, StoreError, open_store
 
 __all__ = ["Station", "StationObserver"]
 
@@ -91,6 +101,8 @@ class Station:
         self.started = time.monotonic()
         self._worker_tasks: dict[asyncio.Task[None], SlotWorker] = {}
         self._draining = False
+        self._catalog_reload = asyncio.Lock()
+        self._booted_images: set[str] = set()  # sha256 of images a hub's bootloader accepted
 
     @property
     def store(self) -> Store:
@@ -107,10 +119,59 @@ class Station:
     def add_observer(self, observer: StationObserver) -> None:
         self._observers.append(observer)
 
-    def reload_catalog(self) -> int:
-        """Re-read the catalog (SIGHUP, control API); the old one stays if the new one is bad."""
-        self.catalog.reload()
+    async def reload_catalog(self) -> int:
+        """Re-read and verify the catalog (SIGHUP, control API) in a thread while the slots go
+        on; the old one stays if the new one is bad (CatalogError). Each entry that fails
+        verification is alerted; what flashes had found untrusted is trusted again only if it
+        passes. Returns the number of entries."""
+        async with self._catalog_reload:
+            await asyncio.to_thread(self.catalog.reload, verify=True)
+            await self._alert_untrusted(self.catalog.untrusted())
         return len(self.catalog.entries())
+
+    async def _booted(self, sha256: str) -> bool:
+        """Whether a hub was reflashed with the image `sha256`: in this run, or in an open batch
+        (so a restart does not forget it)."""
+        if sha256 not in self._booted_images:
+            for batch in await self.store.list_batches(BatchStatus.OPEN):
+                self._booted_images.update(
+                    state.image_sha256
+                    for state in await self.store.batch_results(batch.batch_id)
+                    if state.outcome is Outcome.REFLASHED and state.image_sha256 is not None
+                )
+        return sha256 in self._booted_images
+
+    async def _alert_untrusted(self, untrusted: Iterable[Untrusted]) -> None:
+        """One `catalog_entry_rejected` alert per entry, naming it, its sha256 and the reason."""
+        for bad in untrusted:
+            entry = bad.entry
+            detail = (
+                f"{entry.describe()} (sha256 {entry.sha256}) rejected ({bad.code}): {bad.reason}"
+            )
+            try:
+                await self.store.record_alert(
+                    AlertKind.CATALOG_ENTRY_REJECTED,
+                    detail=detail,
+                    model=entry.device_model,
+                    reason=bad.code,
+                )
+            except StoreError as exc:
+                _LOGGER.error("alert %s not recorded: %s", detail, exc)  # noqa: TRY400
+
+    async def image_fault(self, error: FlashError) -> bool:
+        """A flash failed because of its image: stop flashing it (until the catalog is reloaded)
+        and alert, unless a bootloader refused an image other hubs have booted (that hub's
+        fault). True if the image is no longer flashed."""
+        entry = error.image
+        if entry is None:
+            return False
+        if error.code == "image_rejected" and await self._booted(entry.sha256):
+            return False
+        reason = f"{error.stage}: {error.detail}"
+        if self.catalog.distrust(entry, error.code, reason):
+            await self._alert_untrusted([Untrusted(entry, error.code, reason)])
+            return True
+        return any(u.entry == entry for u in self.catalog.untrusted())  # already untrusted
 
     def slots(self) -> list[SlotStatus]:
         return [w.status for rig in self.rigs for w in rig.workers.values()]
@@ -167,13 +228,14 @@ class Station:
             interrupted = await store.recover_interrupted()
             if interrupted:
                 _LOGGER.warning("%d hub(s) were mid-flash and will resume", len(interrupted))
-            self._catalog = await asyncio.to_thread(Catalog.open, config.catalog_dir)
+            self._catalog = await asyncio.to_thread(Catalog.open, config.catalog_dir, verify=True)
+            await self._alert_untrusted(self._catalog.untrusted())
             master_keys = self._master_keys
             if master_keys is None:
                 master_keys = await asyncio.to_thread(
                     load_master_keys, config.secrets.master_keys_file
                 )
-            driver = self._driver or load_driver("smp")
+            driver = self._driver or slot_drivers(config)
             deps = SlotDeps(
                 store=store,
                 catalog=lambda: self.catalog,
@@ -188,6 +250,7 @@ class Station:
                 on_stage_time=self._stage_time,
                 on_result=self._result,
                 on_link_stats=self._link_stats,
+                on_image_fault=self.image_fault,
             )
             self.rigs = [
                 RigSupervisor(
@@ -233,6 +296,8 @@ class Station:
     def _result(self, result: GuidResult, seconds: float) -> None:
         if result.outcome is not Outcome.NOT_RECEIVED:
             self.throughput.add()
+        if result.outcome is Outcome.REFLASHED and result.image_sha256 is not None:
+            self._booted_images.add(result.image_sha256)
         for observer in self._observers:
             observer.on_result(result, seconds)
 
@@ -251,3 +316,25 @@ class Station:
     def _stage_time(self, stage: Stage, seconds: float) -> None:
         for observer in self._observers:
             observer.on_stage_time(stage, seconds)
+
+
+def slot_drivers(config: StationConfig) -> HubDriver:
+    """The hub driver that opens each slot's link: the one its `driver` key names, loaded once
+    at start; one that does not load stops the start (StartupError naming the key)."""
+    loaded: dict[str, HubDriver] = {}
+    for i, rig in enumerate(config.rigs):
+        for j, slot in enumerate(rig.slots):
+            if slot.driver in loaded:
+                continue
+            try:
+                loaded[slot.driver] = load_driver(slot.driver)
+            except DriverError as exc:
+                raise StartupError(f"rigs[{i}].slots[{j}].driver: {exc}") from None
+
+    async def open_link(
+        params: SlotParams, /, *, name: str | None = None, options: LinkOptions | None = None
+    ) -> HubLink:
+        chosen = loaded[getattr(params, "driver", "smp")]
+        return await chosen(params, name=name, options=options)
+
+    return open_link

@@ -5,7 +5,7 @@ Every fault is deterministic for a given `Faults.seed`: the same hub with the sa
 corrupts and drops the same responses in the same order of requests. One-shot faults (a hang,
 a power loss during upload or swap) fire once per hub; after the power cycle that recovers the
 hub, it behaves. Unrecoverable faults (`wrong_unlock_key`, `reject_image`,
-`bricked_after_reset`) stay with the hub.
+`bricked_after_reset`, `refuse_mark_test`) stay with the hub.
 """
 
 from __future__ import annotations
@@ -51,8 +51,15 @@ class Faults(BaseModel):
     """The bootloader rejects every new image and boots the old one."""
     bricked_after_reset: bool = False
     """The first reset command is the last: the hub never boots again."""
+    refuse_mark_test: bool = False
+    """Every image state write that marks an image for test fails (FLASH_WRITE_FAILED), as on a
+    hub whose trailer sector cannot be written. Never handed out by a profile."""
     slow_flash_factor: Annotated[float, Field(ge=1.0)] = 1.0
     """Erase and program times are multiplied by this."""
+    upload_error_reason: str | None = None
+    """A hostile hub: it answers every image upload with MGMT_ERR EUNKNOWN and this text as
+    the error's `rsn` (forged log lines, terminal escapes, formulas: whatever a test needs).
+    Never dealt by a profile."""
 
     def names(self) -> list[str]:
         """Names of the faults that are set (empty for a healthy hub)."""
@@ -66,7 +73,13 @@ class Faults(BaseModel):
     @property
     def unrecoverable(self) -> bool:
         """A hub with such a fault cannot be reflashed, whatever the station does."""
-        return self.wrong_unlock_key or self.reject_image or self.bricked_after_reset
+        return (
+            self.wrong_unlock_key
+            or self.reject_image
+            or self.bricked_after_reset
+            or self.upload_error_reason is not None
+            or self.refuse_mark_test
+        )
 
 
 class FaultProfile(enum.StrEnum):
@@ -189,6 +202,11 @@ class FaultInjector:
         return (
             self.faults.power_loss_during_swap and steps_done >= steps // 2 and self._once("swap")
         )
+
+    @property
+    def refuses_mark_test(self) -> bool:
+        """Whether an image state write for a test fails."""
+        return self.faults.refuse_mark_test
 
     @property
     def flash_time_factor(self) -> float:

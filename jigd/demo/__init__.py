@@ -19,8 +19,9 @@ With `--hub-exe PATH` the simulator's hubs are Zephyr native_sim processes (`jig
 
 The books balance when every manifest GUID has exactly one outcome, every `reflashed` or
 `already_current` hub really runs that version confirmed and locked, `smi-update.csv` is exactly
-the `reflashed` set, `fault-analysis.csv` exactly the `failed` set, GUIDs missing from the pallet
-are `not_received`, and every unlisted hub was rejected and left untouched.
+the `reflashed` set, `fault-analysis.csv` exactly the `failed` set (a failed hub it says is
+`locked=yes` really is), GUIDs missing from the pallet are `not_received`, and every unlisted hub
+was rejected and left untouched.
 
 Modules: `workdir` (options, paths, keys, catalog, pallet, the daemon's config), `process` (the
 child processes, asyncio), `run` (a run from start to books), `books` (the check at the end).

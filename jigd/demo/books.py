@@ -52,6 +52,11 @@ def check_books(paths: Paths, pallet: Pallet) -> list[str]:
         for row in smi
         if hubs.get(row["guid"], {}).get("active_version") != row["firmware_version"]
     ]
+    problems += [
+        f"{row['guid']}: fault-analysis says locked=yes, but the hub is unlocked"
+        for row in faults
+        if row.get("locked") == "yes" and hubs.get(row["guid"], {}).get("locked") is False
+    ]
     if sum(summary["counts"].values()) != len(manifest):
         problems.append(f"summary counts {summary['counts']} do not add up to {len(manifest)}")
     for hub in pallet.hubs:

@@ -27,6 +27,7 @@ from jigd.store.errors import (
 )
 from jigd.store.registry import BACKENDS, open_store, resolve_store_url
 from jigd.store.values import (
+    INTERRUPTED_CODE,
     AttemptRecord,
     BatchInfo,
     BatchRef,
@@ -41,6 +42,7 @@ from jigd.store.values import (
 
 __all__ = [
     "BACKENDS",
+    "INTERRUPTED_CODE",
     "AttemptRecord",
     "BatchBusyError",
     "BatchClosedError",

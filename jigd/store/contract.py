@@ -172,8 +172,10 @@ class Store(abc.ABC):
         stage: Stage,
         error_code: str,
         error_detail: str | None = None,
+        locked: bool | None = None,
     ) -> None:
-        """Close an attempt that failed at `stage` and will be retried (no outcome yet);
+        """Close an attempt that failed at `stage` and will be retried (no outcome yet),
+        journalling whether the hub was left locked (`locked`, None: not known);
         UnknownAttemptError if it is not running."""
 
     @abc.abstractmethod
@@ -184,6 +186,19 @@ class Store(abc.ABC):
         it was pulled, jigd is stopping): the GUID becomes `interrupted` and resumes when seen."""
 
     @abc.abstractmethod
+    async def release_guid(
+        self, batch_id: str, guid: Guid, rig: int, slot: int, *, stage: Stage, reason: str
+    ) -> int | None:
+        """The slot `rig`/`slot` lets go of the GUID without an outcome: its work on the hub was
+        cut short or failed, at whatever point (during begin_attempt, between attempts, while
+        recording). The attempt left open in that slot, if any, is closed as interrupted at
+        `stage`, and the GUID, if it is in progress in that slot, becomes `interrupted` (it
+        resumes when its hub is seen again), journalled with `reason`; returns the attempt
+        closed, or None. Nothing changes for a GUID with an outcome or one being flashed in
+        another slot, so it is safe whatever was or was not begun.
+        """
+
+    @abc.abstractmethod
     async def attempts(self, batch_id: str, guid: Guid) -> list[AttemptRecord]:
         """Every attempt on the GUID in the batch, first first."""
 
@@ -191,8 +206,9 @@ class Store(abc.ABC):
     async def record_result(self, result: GuidResult) -> None:
         """Record the GUID's one final outcome; durable when this returns.
 
-        In one transaction: the per-GUID state, the attempt row closed, a journal event, the
-        result event and an updated batch summary event in the outbox. A second result for the
+        In one transaction: the per-GUID state (with, for a failed hub, whether it was left
+        locked), the attempt row closed, a journal event, the result event and an updated batch
+        summary event in the outbox. A second result for the
         same GUID raises OutcomeAlreadyRecordedError and changes nothing.
         """
 

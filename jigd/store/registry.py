@@ -38,7 +38,10 @@ BACKENDS: dict[str, Backend] = {
 
 def backend_for(url: str) -> Backend:
     """The backend of the URL's scheme; StoreUrlError naming the URL otherwise."""
-    scheme = urllib.parse.urlsplit(url).scheme
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError as exc:  # brackets around something that is not an IPv6 address
+        raise StoreUrlError(f"store URL {url!r} is not a URL: {exc}") from None
     backend = BACKENDS.get(scheme)
     if backend is None:
         known = ", ".join(f"{name}:" for name in sorted(BACKENDS))

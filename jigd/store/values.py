@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from jigd.events import (
     BatchStatus,
@@ -21,7 +21,12 @@ from jigd.events import (
 )
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
 
+# The error code of an attempt cut short by something other than the hub (a restart, a lost rig,
+# a pulled hub, jigd stopping), and the failure code of a GUID that was not seen again after one.
+INTERRUPTED_CODE: Final = "interrupted"
+
 __all__ = [
+    "INTERRUPTED_CODE",
     "AttemptRecord",
     "BatchInfo",
     "BatchRef",
@@ -104,6 +109,7 @@ class GuidState:
     failure_code: str | None
     failure_detail: str | None
     last_link_errors: tuple[str, ...]
+    locked: bool | None = None  # a failed hub: left locked (True), maybe open (False), not known
 
 
 @dataclass(frozen=True, slots=True)

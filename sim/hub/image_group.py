@@ -163,6 +163,9 @@ class ImageGroup:
         elif (slot := self._slot_of(request.hash)) is None:
             # The image's sha256 is not its hash: only the SHA256 TLV names an image.
             return group_error(fields, _IMG_ERR.HASH_NOT_FOUND)
+        if slot == 1 and not confirm and self.faults.refuses_mark_test:
+            _LOGGER.info("%s: image state write for a test failed (injected)", self._name)
+            return group_error(fields, _IMG_ERR.FLASH_WRITE_FAILED)
         refusal = self._set_next_boot_refusal(slot, confirm)
         if refusal:
             return group_error(fields, refusal)

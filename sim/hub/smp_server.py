@@ -173,6 +173,9 @@ class SmpServer:
             return error(fields, _MGMT_ERR.ENOTSUP, reason=reason)
         if key in _GUARDED and not self.flash.unlocked:
             return error(fields, _MGMT_ERR.EACCESSDENIED, reason="locked")
+        hostile = self.images.faults.faults.upload_error_reason
+        if hostile is not None and key == (_IMG, int(_IMG_CMD.UPLOAD), _WRITE):
+            return error(fields, _MGMT_ERR.EUNKNOWN, reason=hostile)
         try:
             return await handler(frame, fields)
         except BadRequestError as exc:

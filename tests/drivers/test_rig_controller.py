@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -225,3 +226,18 @@ async def test_bad_slot_numbers_are_refused(rig: Rig) -> None:
 async def test_missing_port_is_rig_closed(tmp_path: Path) -> None:
     with pytest.raises(RigClosed, match="cannot open"):
         await RigController.open(str(tmp_path / "no-such-tty"), name="rig9")
+
+
+async def test_a_port_that_vanishes_under_a_write_is_a_lost_link_in_one_line(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The controller's pty goes away and the next command's write fails (EIO) before the read
+    side notices: a RigClosed and one warning, not asyncio's "Fatal write error" traceback."""
+    rig.board.stop()
+    os.close(rig.board.master)
+    with caplog.at_level(logging.DEBUG), pytest.raises(RigError):
+        await rig.controller.ping()  # the write is tried at once: the loop has not run yet
+    await eventually(lambda: rig.controller.is_closed)
+    assert len(rig.lost) == 1
+    assert "Fatal write error" not in caplog.text
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -206,3 +207,23 @@ async def test_socket_url_through_pyserial(tmp_path: Path) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_write_to_a_vanished_port_is_a_lost_link_not_a_fatal_error(
+    pty: Pty, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame sent after the device end vanished, before the read side noticed: the write
+    fails (EIO) and the link is lost, reported once as LinkClosed; asyncio logs no "Fatal
+    write error" traceback."""
+    link = await serial.open(pty.path, 115200, "raw", name="rig2/slot7")
+    collector = Collector()
+    link.set_listener(collector)
+    os.close(pty.master)
+    with caplog.at_level(logging.DEBUG):
+        link.send(bytes(smpos.EchoWriteRequest(d="x", sequence=1)))
+        await eventually(lambda: bool(collector.lost))
+        await link.close()
+    assert len(collector.lost) == 1
+    assert isinstance(collector.lost[0], LinkClosed)
+    assert "Fatal write error" not in caplog.text
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []

@@ -49,7 +49,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Station]:
         metrics_port=free_port(),
         metrics_host="127.0.0.1",
     )
-    (tmp_path / "catalog").mkdir()
+    (tmp_path / "catalog").mkdir(exist_ok=True)  # a test may have filled it first
     ready: asyncio.Future[Station] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         run_daemon(

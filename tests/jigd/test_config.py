@@ -214,3 +214,100 @@ def test_a_store_url_no_backend_takes_is_a_config_error(
         load_config(path)
     assert jigd_main(["config", "check", str(path)]) == 2
     assert "postgresql://db/jigd" in capsys.readouterr().err
+
+
+# --- every value range-checked; nothing ends in a traceback (issue 13) ------------------------
+
+RIG = '[[rigs]]\nrig = 1\ncontroller = "/dev/jigd/rig1/ctl"\n'
+DEEP = 3000  # arrays nested deeper than the TOML parser's recursion goes
+DIGITS = 5000  # more digits than Python's int() takes from text (4300)
+LONG_SOCKET = "/run/" + "s" * 100 + "/control.sock"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        pytest.param(
+            "pilot_models = " + "[" * DEEP + "]" * DEEP, "not valid TOML", "nested too deeply",
+            id="deeply-nested-array",
+        ),
+        pytest.param(
+            "metrics_port = " + "9" * DIGITS, "not valid TOML", "line 2 has more than 4300 digits",
+            id="5000-digit-integer",
+        ),
+        pytest.param("metrics_port = true", "metrics_port:", "valid integer", id="port-true"),
+        pytest.param("metrics_port = 0", "metrics_port:", "greater than or equal to 1", id="0"),
+        pytest.param("metrics_port = 65536", "metrics_port:", "less than or equal to 65535"),
+        pytest.param("[mqtt]\nport = false", "mqtt.port:", "valid integer", id="mqtt-port-false"),
+        pytest.param("[timeouts]\nshutdown_s = inf", "timeouts.shutdown_s:", "finite", id="inf"),
+        pytest.param("[timeouts]\nupload_s = 1e400", "timeouts.upload_s:", "finite", id="1e400"),
+        pytest.param("[timeouts]\nrequest_s = nan", "timeouts.request_s:", "finite", id="nan"),
+        pytest.param("[timeouts]\nboot_s = true", "timeouts.boot_s:", "valid number", id="s-true"),
+        pytest.param(
+            "[mqtt]\nkeepalive_s = 1e6", "mqtt.keepalive_s:", "less than or equal to 65535",
+            id="keepalive-over-16-bit",
+        ),
+        pytest.param(
+            f'control_socket = "{LONG_SOCKET}"', "control_socket:", "at most 107 bytes",
+            id="socket-path-too-long",
+        ),
+        pytest.param(
+            RIG + 'slots = [{ slot = true, port = "/dev/jigd/rig1/slot1" }]',
+            "rigs[0].slots[0].slot:", "valid integer", id="slot-true",
+        ),
+        pytest.param(
+            RIG + 'slots = [{ slot = 1, port = "/dev/jigd/rig1/slot1" },'
+            ' { slot = 2, port = "/dev/jigd/rig1/../rig1/slot1" }]',
+            "rigs[0].slots[1].port:",
+            "used by both rig 1 slot 1 and rig 1 slot 2 (both are /dev/jigd/rig1/slot1)",
+            id="same-port-spelled-twice",
+        ),
+        pytest.param(
+            RIG + 'slots = [{ slot = 1, port = "/dev/jigd/rig1/slot1", driver = "nonexistent" }]',
+            "rigs[0].slots[0].driver:", "unknown driver 'nonexistent'; installed: smp",
+            id="unknown-driver",
+        ),
+        pytest.param(
+            RIG + 'slots = [{ slot = 1, port = "/dev/a" }]\n'
+            + RIG.replace("rig1/ctl", "rig2/ctl") + 'slots = [{ slot = 1, port = "/dev/b" }]',
+            "rigs[1].rig:", "rig numbers repeat: [1, 1]", id="rig-number-repeated",
+        ),
+        pytest.param(
+            RIG + 'slots = [{ slot = 2, port = "/dev/a" }, { slot = 2, port = "/dev/b" }]',
+            "rigs[0].slots[1].slot:", "slot numbers repeat: [2, 2]", id="slot-number-repeated",
+        ),
+    ],
+)  # fmt: skip
+def test_config_check_names_each_bad_value_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str, message: str
+) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(f'station = "a"\n{text}\n', encoding="utf-8")
+    assert jigd_main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: 1 problem(s)" in err, err
+    problem = next(line.strip() for line in err.splitlines() if line.startswith("  "))
+    assert problem.startswith(key), err
+    assert message in problem, err
+
+
+def test_a_symlink_to_another_slots_device_is_the_same_port(tmp_path: Path) -> None:
+    """udev's /dev/jigd/... names are symlinks: naming a device by both is caught."""
+    device = tmp_path / "ttyUSB1"
+    device.touch()
+    (tmp_path / "slot1").symlink_to(device)
+    path = tmp_path / "station.toml"
+    path.write_text(
+        f'station = "a"\n{RIG}slots = [{{ slot = 1, port = "{tmp_path}/slot1" }},'
+        f' {{ slot = 2, port = "{device}" }}]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        f"rigs[0].slots[1].port: port '{device}' is used by both rig 1 slot 1 and rig 1 slot 2"
+        f" (both are {device})"
+    ]
+    (tmp_path / "slot1").unlink()
+    (tmp_path / "slot1").symlink_to(tmp_path / "ttyUSB0")  # another device: fine
+    assert len(load_config(path).rigs[0].slots) == 2

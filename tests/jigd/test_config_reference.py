@@ -48,4 +48,5 @@ def test_limits_and_defaults_come_from_the_model() -> None:
     assert "| `stage_attempts` | integer, >= 1, <= 20 | `3` |" in text
     assert '| `transport` | `"serial"` or `"usb"` | `"serial"` |' in text
     assert "| `station` | string, matching `^[A-Za-z0-9_.-]+$` | required |" in text
-    assert "| `metrics_port` | integer, >= 0, <= 65535, optional | unset |" in text
+    assert "| `metrics_port` | integer, >= 1, <= 65535, optional | unset |" in text
+    assert "| `shutdown_s` | number, > 0, finite | `45.0` |" in text

@@ -3,7 +3,9 @@ daemon really answers (the `daemon` fixture of conftest.py, over its Unix socket
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -163,21 +165,55 @@ async def test_the_daemon_answers_as_documented(document: dict[str, Any], daemon
         assert model.model_validate(answer).to_json() == answer
 
 
+def _body(**fields: object) -> bytes:
+    body = {"manifest": MANIFEST, "source": "s", "booking": "b", "party": "p", **fields}
+    return json.dumps(body).encode()
+
+
+DEEP = 100_000  # far past Python's recursion limit
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
         (b"[1, 2]", "the request body is not a JSON object"),  # was an HTTP 500
+        (b"[]", "the request body is not a JSON object"),
+        (b"42", "the request body is not a JSON object"),
+        (b'"x"', "the request body is not a JSON object"),
+        (b"null", "the request body is not a JSON object"),
         (b'"manifest"', "the request body is not a JSON object"),  # was an HTTP 500
         (b"{", "the request body is not JSON"),
-        (b'{"manifest": 1, "party": "P"}', "missing or empty: manifest, source, booking"),
+        (b"", "the request body is not JSON"),
+        (b"[" * DEEP + b"]" * DEEP, "the request body is not JSON: nested too deeply"),  # was 500
+        (
+            b'{"manifest": ' + b"[" * DEEP + b"]" * DEEP + b"}",
+            "the request body is not JSON: nested too deeply",  # was an HTTP 500
+        ),
+        (
+            b'{"manifest": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}",
+            "the request body is not JSON: nested too deeply",  # was an HTTP 500
+        ),
+        (
+            b'{"manifest": 1, "party": "P"}',
+            "missing or empty: source, booking; not a string: manifest",
+        ),
+        (b"{}", "missing or empty: manifest, source, booking, party"),
+        (
+            b'{"manifest": [], "source": {}, "booking": 10, "party": true}',
+            "not a string: manifest, source, booking, party",
+        ),
         (
             b'{"manifest": "\\udcff", "source": "s", "booking": "b", "party": "p"}',
             "not UTF-8 text: manifest",  # was an HTTP 500
         ),
+        (_body(booking=" ", party=[[[[]]]]), "missing or empty: booking; not a string: party"),
+        (_body(booking="W" * 257), "longer than 256 characters: booking"),
+        (_body(party="P\n2099-01-01 00:00:00 ERROR forged"), "control characters in: party"),
+        (_body(booking="\x1b[31mWO", party="\u202eP"), "control characters in: booking, party"),
     ],
 )
 async def test_a_body_that_is_not_an_import_request_is_bad_input(
-    daemon: Station, body: bytes, error: str
+    daemon: Station, body: bytes, error: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     connector = aiohttp.UnixConnector(path=str(daemon.config.control_socket))
     async with (
@@ -187,3 +223,34 @@ async def test_a_body_that_is_not_an_import_request_is_bad_input(
         assert response.status == 400
         assert await response.json() == {"error": error}
     assert await daemon.store.list_batches() == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+
+
+HALF_REQUESTS = [
+    b'POST /v1/batches HTTP/1.1\r\nHost: jigd\r\nContent-Length: 1000\r\n\r\n{"manif',
+    b"POST /v1/batc",
+    b"GET /v1/status HTTP/1.1\r\nHost: jigd\r\n\r\n",  # gone before the answer
+    b"GET /v1/status HTTP/1.1\r\nBad Header\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS on the socket
+]
+
+
+async def test_clients_that_hang_up_mid_request_cost_a_debug_line_each(
+    daemon: Station, caplog: pytest.LogCaptureFixture
+) -> None:
+    """20 clients send half a request (or junk) and close: no ERROR, no traceback; the daemon
+    then answers the next client as usual."""
+    socket_path = str(daemon.config.control_socket)
+    with caplog.at_level(logging.DEBUG):
+        for number in range(20):
+            _, writer = await asyncio.open_unix_connection(socket_path)
+            writer.write(HALF_REQUESTS[number % len(HALF_REQUESTS)])
+            await writer.drain()
+            if number % 2:
+                await asyncio.sleep(0.01)  # let the daemon start on it first
+            writer.transport.abort()
+        status, _ = await _raw(daemon, "GET", "/v1/status", None)
+    assert status == 200
+    noisy = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert noisy == [], [r.getMessage() for r in noisy]
+    assert "Traceback" not in caplog.text

@@ -12,7 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from jigd import control_api as api
 from jigd.ctl import main as jigctl
+from jigd.liveview import render_status
 from jigd.station import Station
 
 GOOD = """guid,manufacturer,model,firmware_version
@@ -109,3 +111,62 @@ async def test_daemon_serves_metrics(daemon: Station) -> None:
     assert 'jigd_build_info{version="' in text
     assert "jigd_catalog_images" in text
     assert "jigd_mqtt_connected" not in text  # MQTT is not enabled in this config
+
+
+HOSTILE_MANIFEST = (
+    "guid,manufacturer,model,\x1b[2Jfirmware\u202e\n"
+    "=cmd|' /C calc'!A0\n2099-01-01 00:00:00 ERROR forged," + "X" * 10_000 + ",57310102,\n"
+)
+
+
+async def test_hostile_text_reaches_the_terminal_escaped_and_capped(
+    daemon: Station, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest's header and cells, and a booking with a line break, come back in jigctl's
+    error output as one printable line each."""
+    path = tmp_path / "hostile\x1b[31m.csv"
+    path.write_text(HOSTILE_MANIFEST, encoding="utf-8")
+    assert await ctl(daemon, "batch", "import", str(path), "--booking", "B", "--party", "P") == 2
+    err = capsys.readouterr().err
+    assert err.replace("\n", "").isprintable()
+    assert "\x1b" not in err
+    assert "\u202e" not in err
+    lines = err.splitlines()
+    assert lines[0].endswith("/hostile\\x1b[31m.csv: the manifest was not imported"), lines
+    assert "\\x1b[2Jfirmware\\u202e" in err
+    assert not any(line.startswith(("2099", "=")) for line in lines)
+    assert max(len(line) for line in lines) < 5000  # 10 kB cells are cut
+    booking = "WO\n2099-01-01 00:00:00 ERROR forged"
+    good = tmp_path / "good.csv"
+    good.write_text(GOOD, encoding="utf-8")
+    assert (
+        await ctl(daemon, "batch", "import", str(good), "--booking", booking, "--party", "P") == 2
+    )
+    assert capsys.readouterr().err == "error: control characters in: booking\n"
+    assert await daemon.store.list_batches() == []
+
+
+def test_the_slot_table_shows_a_hubs_words_escaped() -> None:
+    slot = {
+        "rig": 1, "slot": 1, "state": "attention", "guid": None, "batch": None, "stage": None,
+        "progress": 0.0, "attempts": 0, "outcome": None, "seconds_in_state": 1.0,
+        "detail": "boom\n2099-01-01 00:00:00 ERROR forged\x1b[2J\u202e",
+    }  # fmt: skip
+    status = api.StatusResponse.model_validate(
+        {
+            "station": "s\x1b[31m",
+            "uptime_s": 1.0,
+            "hubs_per_hour": None,
+            "loop_lag_ms": {"p50": 0.0, "p99": 0.0, "max": 0.0},
+            "outbox_depth": 0,
+            "rigs": [{"rig": 1, "up": True, "slots": [slot]}],
+            "batches": [],
+            "catalog_rejected": [],
+        }
+    )
+    text = render_status(status)
+    assert "\x1b" not in text
+    assert "\u202e" not in text
+    assert len(text.splitlines()) == 3
+    assert "boom\\n2099-01-01 00:00:00 ERROR forged\\x1b[2J\\u202e" in text
+    assert text.startswith("station s\\x1b[31m ")

@@ -3,7 +3,10 @@ wherever the work directory is (quotes, backslashes, spaces and non-ASCII in its
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +16,25 @@ from jigd.demo import DemoOptions, Paths
 from jigd.demo.workdir import write_config
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A directory with a short path: the control socket under it must fit a Unix socket
+    address (107 bytes), which pytest's own temporary directories may not leave room for."""
+    path = Path(tempfile.mkdtemp(prefix="jigd-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
 @pytest.mark.parametrize(
     "name", ["demo", 'the "demo"', "back\\slash", "with space", "ünïcödé 'and' = [x]"]
 )
 @pytest.mark.parametrize("transport", ["serial", "usb", "mixed"])
 def test_written_config_loads_back_as_the_same_config(
-    tmp_path: Path, name: str, transport: str
+    short_tmp: Path, name: str, transport: str
 ) -> None:
+    tmp_path = short_tmp
     secret = tmp_path / 'pass "word"'
     options = DemoOptions(
         rigs=3,

@@ -63,6 +63,7 @@ CONTRACT = {
     "jigd_mqtt_outbox_depth",
     "jigd_mqtt_connected",
     "jigd_catalog_images",
+    "jigd_catalog_rejected",
     "jigd_build_info",
 }
 METRIC_NAME_RE = re.compile(r"\bjigd_[a-z0-9_]+")
@@ -378,6 +379,25 @@ async def test_refresh_reads_outbox_batches_and_catalog(exposition: str, driven:
         labels(status="pilot"): 1,
         labels(status="withdrawn"): 1,
     }
+    assert family(found, "jigd_catalog_rejected") == {(): 0}
+
+
+async def test_catalog_entries_never_flashed_are_counted(
+    store: SqliteStore, catalog: Catalog
+) -> None:
+    """Verified when read: a changed image is untrusted; a flash can distrust another."""
+    production = catalog.find(MODEL, NEW)
+    pilot = catalog.find(MODEL, FirmwareVersion.parse("04000008"))
+    assert production is not None
+    assert pilot is not None
+    (catalog.directory / "images" / pilot.image_name).write_bytes(b"changed")
+    catalog.reload(verify=True)
+    metrics = StationMetrics()
+    await metrics.refresh(store, catalog)
+    assert family(series(metrics.exposition().decode()), "jigd_catalog_rejected") == {(): 1}
+    catalog.distrust(production, "image_rejected", "verify: the bootloader refused it")
+    await metrics.refresh(store, catalog)
+    assert family(series(metrics.exposition().decode()), "jigd_catalog_rejected") == {(): 2}
 
 
 async def test_closed_batch_stays_for_a_while_then_goes(

@@ -50,6 +50,7 @@ def outcome_fields(outcome: Outcome, n: int) -> dict[str, object]:
         "failure_code": f"link_lost_{n}",
         "failure_detail": f'hub {n} stopped answering, detail with a comma, and "quotes"',
         "last_link_errors": ("timeout after 2.0 s", f"bad CRC at offset {n}"),
+        "locked": n == 2,  # hub 6 could not be locked again after its failure
     }
 
 
@@ -134,7 +135,9 @@ def check_closed_reports(out: Path, paths: list[Path], batch_id: str) -> None:
         "detail": 'hub 2 stopped answering, detail with a comma, and "quotes"',
         "attempts": "2",
         "last_link_errors": "timeout after 2.0 s | bad CRC at offset 2",
+        "locked": "yes",
     }
+    assert faults[1]["locked"] == "no"
 
     results = read_csv(out / "results.csv")
     assert tuple(results[0]) == RESULTS_COLUMNS

@@ -29,7 +29,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 SYSTEMD: Final = ROOT / "systemd"
 UNITS: Final = ("jigd.service", "jigsim.service")
 INSTALLED_VENV: Final = "/opt/jigd/venv"
-MAX_EXPOSURE: Final = 2.5
+MAX_EXPOSURE: Final = 1.5  # issue 13: jigd.service stays at or below 1.5
 
 
 def _tool(name: str) -> str:
@@ -97,7 +97,7 @@ def test_training_drop_in_passes_verify_with_jigd_service(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("name", UNITS)
-def test_unit_security_exposure_is_at_most_2_5(name: str) -> None:
+def test_unit_security_exposure_is_at_most_1_5(name: str) -> None:
     proc = subprocess.run(
         [_tool("systemd-analyze"), "security", "--offline=true", str(SYSTEMD / name)],
         capture_output=True,

@@ -75,6 +75,25 @@ async def test_reject_image_boots_the_old_image(tmp_path: Path) -> None:
             assert handle.hub.images_rejected == 1
 
 
+async def test_refuse_mark_test_fails_every_test_write_and_nothing_else(tmp_path: Path) -> None:
+    async with running_hub(
+        tmp_path, timing=FAST, faults=Faults(refuse_mark_test=True), spec=UNLOCKED
+    ) as handle:
+        image = handle.make_image(NEW)
+        with Wire(handle.path) as wire:
+            assert (await upload(wire, image))["off"] == len(image)
+            for _ in range(2):
+                answer = body(
+                    await wire.request(
+                        smpimg.ImageStatesWriteRequest(hash=image_hash(image), confirm=False)
+                    )
+                )
+                assert answer["err"]["rc"] == smpimg.IMG_MGMT_ERR.FLASH_WRITE_FAILED
+            assert handle.hub.truth()["pending"] is False
+            confirmed = await wire.request(smpimg.ImageStatesWriteRequest(confirm=True))
+            assert "err" not in body(confirmed)
+
+
 async def test_power_loss_during_upload_leaves_the_hub_off_until_powered(tmp_path: Path) -> None:
     faults = Faults(power_loss_during_upload_at=0.5)
     timing = FAST.model_copy(update={"upload_state": "flash"})  # resumable after power loss

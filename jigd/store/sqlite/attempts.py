@@ -15,7 +15,7 @@ from jigd.model import DeviceModel, FirmwareVersion, Guid, Stage
 from jigd.store.errors import GuidBusyError, OutcomeAlreadyRecordedError, UnknownAttemptError
 from jigd.store.sqlite import rows as db
 from jigd.store.sqlite.worker import SqliteWorker, notifies, on_worker
-from jigd.store.values import AttemptRecord, GuidStatus, InterruptedGuid
+from jigd.store.values import INTERRUPTED_CODE, AttemptRecord, GuidStatus, InterruptedGuid
 
 __all__ = ["AttemptOperations"]
 
@@ -42,7 +42,7 @@ class AttemptOperations(SqliteWorker):
                     "WHERE batch_id = ? AND guid = ? AND finished_at IS NULL",
                     (
                         now,
-                        db.INTERRUPTED_CODE,
+                        INTERRUPTED_CODE,
                         "jigd stopped during this attempt",
                         batch_id,
                         guid_text,
@@ -163,6 +163,7 @@ class AttemptOperations(SqliteWorker):
         stage: Stage,
         error_code: str,
         error_detail: str | None = None,
+        locked: bool | None = None,
     ) -> None:
         now = self._now()
         with self._write() as conn:
@@ -181,6 +182,7 @@ class AttemptOperations(SqliteWorker):
                 stage=str(stage),
                 code=error_code,
                 detail=error_detail,
+                locked=locked,
             )
 
     @on_worker
@@ -189,26 +191,9 @@ class AttemptOperations(SqliteWorker):
     ) -> None:
         now = self._now()
         with self._write() as conn:
-            rig, slot = _close_attempt(
-                conn, now, (batch_id, guid, attempt), stage, (db.INTERRUPTED_CODE, reason)
-            )
-            conn.execute(
-                "UPDATE guid_states SET status = 'interrupted', updated_at = ? "
-                "WHERE batch_id = ? AND guid = ? AND status = 'in_progress'",
-                (now, batch_id, str(guid)),
-            )
-            db.journal(
-                conn,
-                now,
-                "interrupted",
-                batch_id=batch_id,
-                guid=guid,
-                rig=rig,
-                slot=slot,
-                attempt=attempt,
-                stage=str(stage),
-                detail=reason,
-            )
+            key = (batch_id, guid, attempt)
+            where = _close_attempt(conn, now, key, stage, (INTERRUPTED_CODE, reason))
+            _mark_interrupted(conn, now, key, where, stage=stage, reason=reason)
         _LOGGER.warning(
             "batch %s GUID %s: attempt %d interrupted at stage %s: %s",
             batch_id,
@@ -217,6 +202,36 @@ class AttemptOperations(SqliteWorker):
             stage,
             reason,
         )
+
+    @on_worker
+    def release_guid(
+        self, batch_id: str, guid: Guid, rig: int, slot: int, *, stage: Stage, reason: str
+    ) -> int | None:
+        now = self._now()
+        with self._write() as conn:
+            if db.state_row(conn, batch_id, guid).outcome is not None:
+                return None
+            running = _open_attempt(conn, batch_id, guid)
+            closed = None
+            if running is not None and (running[1], running[2]) == (rig, slot):
+                closed = running[0]
+                _close_attempt(
+                    conn, now, (batch_id, guid, closed), stage, (INTERRUPTED_CODE, reason)
+                )
+            key = (batch_id, guid, closed)
+            if not _mark_interrupted(conn, now, key, (rig, slot), stage=stage, reason=reason):
+                return None
+        _LOGGER.warning(
+            "batch %s GUID %s: rig %d slot %d let go of it (attempt %s closed) at stage %s: %s",
+            batch_id,
+            guid,
+            rig,
+            slot,
+            closed if closed is not None else "none",
+            stage,
+            reason,
+        )
+        return closed
 
     @on_worker
     def attempts(self, batch_id: str, guid: Guid) -> list[AttemptRecord]:
@@ -285,7 +300,7 @@ def _close_cut_off_attempt(
     conn.execute(
         "UPDATE attempts SET finished_at = ?, error_code = ?, error_detail = ? "
         "WHERE batch_id = ? AND guid = ? AND attempt = ?",
-        (now, db.INTERRUPTED_CODE, detail, batch_id, str(guid), attempt),
+        (now, INTERRUPTED_CODE, detail, batch_id, str(guid), attempt),
     )
     db.journal(
         conn,
@@ -321,3 +336,39 @@ def _close_attempt(
     if row is None:
         raise UnknownAttemptError(batch_id, guid, attempt)
     return int(row[0]), int(row[1])
+
+
+def _mark_interrupted(
+    conn: sqlite3.Connection,
+    now: str,
+    key: tuple[str, Guid, int | None],
+    where: tuple[int, int],
+    *,
+    stage: Stage,
+    reason: str,
+) -> bool:
+    """After the attempt `key` names was closed as interrupted (None: no attempt was open), the
+    GUID, if in progress in that rig and slot, becomes interrupted; journalled. False when
+    nothing changed."""
+    batch_id, guid, attempt = key
+    rig, slot = where
+    released = conn.execute(
+        "UPDATE guid_states SET status = 'interrupted', updated_at = ? "
+        "WHERE batch_id = ? AND guid = ? AND status = 'in_progress' AND rig = ? AND slot = ?",
+        (now, batch_id, str(guid), rig, slot),
+    ).rowcount
+    if attempt is None and not released:
+        return False
+    db.journal(
+        conn,
+        now,
+        "interrupted",
+        batch_id=batch_id,
+        guid=guid,
+        rig=rig,
+        slot=slot,
+        attempt=attempt,
+        stage=str(stage),
+        detail=reason,
+    )
+    return True

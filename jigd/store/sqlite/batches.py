@@ -17,7 +17,7 @@ from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
 from jigd.store.errors import BatchBusyError, GuidInOpenBatchError, StoreError
 from jigd.store.sqlite import rows as db
 from jigd.store.sqlite.worker import SqliteWorker, notifies, on_worker
-from jigd.store.values import BatchInfo, BatchRef, GuidState, GuidStatus
+from jigd.store.values import INTERRUPTED_CODE, BatchInfo, BatchRef, GuidState, GuidStatus
 
 __all__ = ["BatchOperations"]
 
@@ -197,7 +197,7 @@ class BatchOperations(SqliteWorker):
                 model=state.model,
                 from_version=state.from_version,
                 failure_stage=stage,
-                failure_code=db.INTERRUPTED_CODE,
+                failure_code=INTERRUPTED_CODE,
                 failure_detail=(
                     "the flash was cut short and the hub was not seen again before the batch "
                     "closed; flash it again in a new batch"

@@ -31,13 +31,12 @@ _T = TypeVar("_T")
 
 # Rows per `IN (...)` query; far below SQLite's limit on bound parameters.
 _CHUNK = 500
-INTERRUPTED_CODE = "interrupted"
 
 STATE_COLUMNS = """
     s.batch_id, s.guid, e.line, e.declared_model, e.declared_firmware, s.status, s.outcome,
     s.model, s.from_version, s.to_version, s.image_sha256, s.rig, s.slot, s.attempts,
     s.started_at, s.finished_at, s.failure_stage, s.failure_code, s.failure_detail,
-    s.last_link_errors
+    s.last_link_errors, s.locked
 """
 STATE_FROM = "guid_states s JOIN expected_guids e USING (batch_id, guid)"
 
@@ -173,7 +172,7 @@ def write_result(conn: sqlite3.Connection, result: GuidResult, now: str, *, summ
         "UPDATE guid_states SET status = 'final', outcome = ?, model = ?, from_version = ?, "
         "to_version = ?, image_sha256 = ?, rig = ?, slot = ?, attempts = ?, started_at = ?, "
         "finished_at = ?, failure_stage = ?, failure_code = ?, failure_detail = ?, "
-        "last_link_errors = ?, updated_at = ? WHERE batch_id = ? AND guid = ?",
+        "last_link_errors = ?, locked = ?, updated_at = ? WHERE batch_id = ? AND guid = ?",
         (
             str(result.outcome),
             opt_str(result.model),
@@ -189,6 +188,7 @@ def write_result(conn: sqlite3.Connection, result: GuidResult, now: str, *, summ
             result.failure_code,
             result.failure_detail,
             json.dumps(list(result.last_link_errors)),
+            result.locked,
             now,
             *key,
         ),
@@ -226,6 +226,7 @@ def write_result(conn: sqlite3.Connection, result: GuidResult, now: str, *, summ
         to_version=opt_str(result.to_version),
         failure_stage=opt_str(result.failure_stage),
         failure_code=result.failure_code,
+        locked=result.locked,
         event_id=event.event_id,
     )
     enqueue(conn, event, now)
@@ -255,6 +256,7 @@ def to_state(row: Sequence[Any]) -> GuidState:
         failure_code,
         failure_detail,
         last_link_errors,
+        locked,
     ) = row
     return GuidState(
         batch_id=batch_id,
@@ -279,4 +281,5 @@ def to_state(row: Sequence[Any]) -> GuidState:
         failure_code=failure_code,
         failure_detail=failure_detail,
         last_link_errors=tuple(json.loads(last_link_errors)),
+        locked=None if locked is None else bool(locked),
     )

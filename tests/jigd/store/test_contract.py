@@ -279,6 +279,45 @@ async def test_interrupted_attempt_resumes_and_keeps_the_arrival_firmware(
     assert kinds.count("interrupted") == 1
 
 
+async def test_a_slot_releases_the_guid_it_let_go_of_whatever_was_begun(store: Store) -> None:
+    """release_guid closes the slot's open attempt and ends `in_progress`; between attempts it
+    ends `in_progress` alone; it never touches another slot's attempt or a final GUID."""
+    batch_id = await store.import_batch(rows(1, 2, 3), "WO", "P", "m.csv")
+    # An open attempt in the slot: closed as interrupted, the GUID interrupted.
+    await store.begin_attempt(batch_id, guid(1), 1, 3)
+    closed = await store.release_guid(
+        batch_id, guid(1), 1, 3, stage=Stage.AUTHORIZE, reason="rig down"
+    )
+    assert closed == 1
+    assert (await store.guid_state(batch_id, guid(1))).status is GuidStatus.INTERRUPTED
+    [attempt] = await store.attempts(batch_id, guid(1))
+    assert (attempt.error_code, attempt.error_detail) == ("interrupted", "rig down")
+    assert attempt.finished is not None
+    # Between attempts (the failed one closed, the next not begun): no longer in progress.
+    await store.begin_attempt(batch_id, guid(2), 1, 3)
+    await store.end_attempt(batch_id, guid(2), 1, stage=Stage.UPLOAD, error_code="timeout")
+    assert (
+        await store.release_guid(batch_id, guid(2), 1, 3, stage=Stage.IDENTIFY, reason="x") is None
+    )
+    assert (await store.guid_state(batch_id, guid(2))).status is GuidStatus.INTERRUPTED
+    # Another slot's attempt, a GUID never begun, a final GUID, a second call: nothing changes.
+    await store.begin_attempt(batch_id, guid(3), 2, 1)
+    assert (
+        await store.release_guid(batch_id, guid(3), 1, 3, stage=Stage.IDENTIFY, reason="x") is None
+    )
+    assert (await store.guid_state(batch_id, guid(3))).status is GuidStatus.IN_PROGRESS
+    assert (
+        await store.release_guid(batch_id, guid(1), 1, 3, stage=Stage.IDENTIFY, reason="x") is None
+    )
+    await store.record_result(result(batch_id, 3, Outcome.REFLASHED, slot=1))
+    assert (
+        await store.release_guid(batch_id, guid(3), 2, 1, stage=Stage.IDENTIFY, reason="x") is None
+    )
+    kinds = [e.kind for e in await store.journal(batch_id=batch_id) if e.kind == "interrupted"]
+    assert len(kinds) == 2
+    await store.close_batch(batch_id)
+
+
 # --- closing --------------------------------------------------------------------------------------
 
 
