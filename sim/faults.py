@@ -165,6 +165,11 @@ class FaultInjector:
         self._rng = random.Random(faults.seed)  # noqa: S311 - fault injection, not crypto
         self._fired: set[str] = set()  # one-shot faults that already happened
 
+    @property
+    def fired(self) -> set[str]:
+        """The one-shot faults that already happened (kept in a resumed simulator's state)."""
+        return self._fired
+
     def _once(self, name: str) -> bool:
         """True the first time `name` fires, False ever after."""
         if name in self._fired:

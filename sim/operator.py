@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -51,9 +51,32 @@ class Operator:
         self.handling_s = handling_s
         self.placed: dict[SlotHub, Placement] = {}
         self.removed: list[SlotHub] = []
+        # Called after each insert and pull (`jigsim serve` saves where the hubs are).
+        self.on_change: Callable[[], None] | None = None
         self._changed = asyncio.Event()
         for rig in self.rigs:
             rig.listeners.append(self._changed.set)
+
+    def restore(
+        self, slots: Iterable[tuple[SlotHub, int, int]], removed: Iterable[SlotHub]
+    ) -> None:
+        """Resume a saved bench: put each hub back in its (rig, slot) and the pulled ones on
+        the removed pile; neither is on the pallet any more."""
+        taken: set[SlotHub] = set()
+        for hub, rig_number, slot_number in slots:
+            rig = self.rigs[rig_number - 1]
+            rig.insert(slot_number, hub)
+            slot = rig.slot(slot_number)
+            self.placed[hub] = Placement(rig, slot, slot.led_changes)
+            taken.add(hub)
+        for hub in removed:
+            self.removed.append(hub)
+            taken.add(hub)
+        self.pallet = deque(hub for hub in self.pallet if hub not in taken)
+
+    def _saved(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     @property
     def done(self) -> bool:
@@ -92,6 +115,7 @@ class Operator:
                 await placement.rig.remove(slot.number)
                 del self.placed[hub]
                 self.removed.append(hub)
+                self._saved()
                 _LOGGER.info("operator: pulled %s (%s) from %s", hub.name, slot.led, slot.name)
                 return True
         if self.pallet:
@@ -104,6 +128,7 @@ class Operator:
                         hub = self.pallet.popleft()
                         rig.insert(slot.number, hub)
                         self.placed[hub] = Placement(rig, slot, slot.led_changes)
+                        self._saved()
                         return True
         return False
 

@@ -26,6 +26,7 @@ JSON on exit and on SIGUSR1, atomically (a temporary file renamed over the old o
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ from sim.operator import DEFAULT_HANDLING_S, Operator
 from sim.pallet import Pallet
 from sim.rig import Station
 from sim.slot_hub import SlotHub
+from sim.state import SavedServe, ServeState, write_atomically
 from sim.timing import Timing
 from sim.usb_bus import UsbBus
 from sim.usb_device import SIM_USB_PRODUCT_ID, SIM_USB_VENDOR_ID
@@ -266,9 +268,12 @@ def build_exe_hubs(
     keys: dict[int, ManufacturerKeys],
     options: ServeOptions,
     template: Path,
+    *,
+    keep_flash: bool = False,
 ) -> list[ExeHub]:
     """One ExeHub per pallet hub, each on a fresh flash file (`template` with the hub's
-    `make_signed_image(keys, model, version, image_size, seed)` confirmed in slot 0).
+    `make_signed_image(keys, model, version, image_size, seed)` confirmed in slot 0), or with
+    `keep_flash` (a resumed simulator) on the flash file it already has.
 
     Blocking (files): run it in a worker thread.
     """
@@ -279,7 +284,8 @@ def build_exe_hubs(
     for entry in pallet.hubs:
         mfr_keys = keys[entry.model.manufacturer]
         flash = options.directory / EXE_HUBS_DIR / f"{entry.guid.to_bytes().hex().upper()}.bin"
-        prepare_flash(flash, template, images[entry.model, entry.firmware_version])
+        if not (keep_flash and flash.is_file()):
+            prepare_flash(flash, template, images[entry.model, entry.firmware_version])
         hubs.append(
             ExeHub(
                 guid=entry.guid,
@@ -322,14 +328,7 @@ def ground_truth(
 
 
 def write_json_atomically(path: Path, document: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("w", encoding="utf-8") as file:
-        json.dump(document, file, indent=2)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    temp.replace(path)
+    write_atomically(path, (json.dumps(document, indent=2) + "\n").encode())
 
 
 @dataclass(frozen=True)
@@ -441,9 +440,19 @@ def _apply_profile(pallet: Pallet, profile: FaultProfile | None) -> Pallet:
 
 
 async def _build(
-    options: ServeOptions, pallet: Pallet, keys: dict[int, ManufacturerKeys]
+    options: ServeOptions, pallet: Pallet, keys: dict[int, ManufacturerKeys], state: ServeState
+) -> tuple[Sequence[SlotHub], SavedServe | None]:
+    """The pallet's hubs (simulated, or Zephyr executables with `hub_exe`), and the saved
+    bench when `state` has one (its hubs' flash laid over them)."""
+    resume = state.exists
+    hubs = await _new_hubs(options, pallet, keys, resume=resume)
+    saved = await asyncio.to_thread(state.load, hubs) if resume else None
+    return hubs, saved
+
+
+async def _new_hubs(
+    options: ServeOptions, pallet: Pallet, keys: dict[int, ManufacturerKeys], *, resume: bool
 ) -> Sequence[SlotHub]:
-    """The pallet's hubs: simulated, or Zephyr executables with `hub_exe`."""
     if options.hub_exe is None:
         return await asyncio.to_thread(
             build_hubs,
@@ -458,7 +467,46 @@ async def _build(
     faulty = sum(1 for h in pallet.hubs if h.faults.names())
     if faulty:
         _LOGGER.warning("--hub-exe: faults are not injected; %d hub(s) run without", faulty)
-    return await asyncio.to_thread(build_exe_hubs, pallet, keys, options, template)
+    return await asyncio.to_thread(
+        functools.partial(build_exe_hubs, pallet, keys, options, template, keep_flash=resume)
+    )
+
+
+def _keep_state(
+    state: ServeState, saved: SavedServe | None, operator: Operator, hubs: Sequence[SlotHub]
+) -> None:
+    """Put the saved bench back, if any (hubs in their slots, pulled hubs on the removed
+    pile), and save the hubs' flash and the operator's moves from now on."""
+    if saved is not None:
+        _resume(state, saved, operator, hubs)
+    state.watch(hubs)
+    operator.on_change = functools.partial(_save_serve, state, operator)
+    _save_serve(state, operator)
+
+
+def _resume(
+    state: ServeState, saved: SavedServe, operator: Operator, hubs: Sequence[SlotHub]
+) -> None:
+    """Put the saved bench back: hubs in their slots, pulled hubs on the removed pile."""
+    by_guid = {str(hub.guid): hub for hub in hubs}
+    operator.restore(
+        [(by_guid[guid], rig, slot) for guid, rig, slot in saved.slots if guid in by_guid],
+        [by_guid[guid] for guid in saved.removed if guid in by_guid],
+    )
+    _LOGGER.warning(
+        "resumed from %s: %d hub(s) in slots, %d pulled, %d still on the pallet",
+        state.root,
+        len(operator.placed),
+        len(operator.removed),
+        len(operator.pallet),
+    )
+
+
+def _save_serve(state: ServeState, operator: Operator) -> None:
+    state.save_serve(
+        [(str(hub.guid), p.rig.number, p.slot.number) for hub, p in operator.placed.items()],
+        operator.removed,
+    )
 
 
 async def serve(options: ServeOptions) -> int:
@@ -469,7 +517,8 @@ async def serve(options: ServeOptions) -> int:
         keys = load_keys(options.keys_dir, manufacturers)
     else:
         keys = {m: make_manufacturer_keys(m, options.seed) for m in manufacturers}
-    hubs = await _build(options, pallet, keys)
+    state = ServeState(options.directory, pallet)
+    hubs, saved = await _build(options, pallet, keys, state)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     bus = _usb_bus(options)
@@ -510,6 +559,7 @@ async def serve(options: ServeOptions) -> int:
     try:
         async with AsyncExitStack() as stack:
             await _start(stack, bus, station, options.directory)
+            _keep_state(state, saved, operator, hubs)
             work = loop.create_task(operator.run(), name="operator")
             _announce(options, len(hubs), bus, station)
             await stop.wait()

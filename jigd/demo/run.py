@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from jigd import control_api as api
@@ -53,6 +54,23 @@ class DemoRun:
         await self.daemon.start()
         await wait_for_daemon(self.client, self.daemon, START_TIMEOUT_S)
 
+    async def start_sim(self) -> None:
+        """Start the simulator and wait until every rig port it publishes exists."""
+        await self.sim.start()
+        await wait_for_paths(rig_paths(self.options, self.paths), self.sim, START_TIMEOUT_S)
+
+    async def restart_sim(self, down_s: float = 0.0) -> None:
+        """SIGKILL the simulator, leave the bench dark for `down_s`, and start it again with
+        the same command line: it resumes its bench from its state directory (`sim.state`),
+        as a bench does after a power cut of the PC that runs its rigs."""
+        await self.sim.kill()
+        # The dead simulator's port symlinks point at ptys that are gone, as device nodes go
+        # with the USB devices they stood for.
+        await asyncio.to_thread(_unlink, rig_paths(self.options, self.paths))
+        await asyncio.sleep(down_s)
+        self.sim = sim_process(self.options, self.paths)
+        await self.start_sim()
+
     async def progress(self) -> tuple[api.BatchView, list[api.RejectedHubView]]:
         batch = await self.client.call(api.BATCH, self.batch_id)
         rejected = (await self.client.call(api.REJECTED)).rejected
@@ -82,7 +100,6 @@ async def run_demo(
     )
     run.rejected_expected = {str(h.guid) for h in pallet.hubs if not h.listed}
     run.seen_expected = {str(h.guid) for h in pallet.hubs if h.listed}
-    ctl_paths = rig_paths(options, paths)
     try:
         # As on a bench: the manifest is imported before the operator loads the first hub.
         await run.start_daemon()
@@ -95,8 +112,7 @@ async def run_demo(
         imported = await client.call(api.IMPORT_BATCH, body=request)
         run.batch_id = imported.batch
         show(f"jigd demo: batch {run.batch_id} imported ({imported.guids} GUIDs); flashing")
-        await run.sim.start()
-        await wait_for_paths(ctl_paths, run.sim, START_TIMEOUT_S)
+        await run.start_sim()
         started = time.monotonic()
         extra = asyncio.ensure_future(during(run)) if during else None
         try:
@@ -132,6 +148,11 @@ async def run_demo(
         return 1
     show("jigd demo: the books balance: every GUID accounted for, ground truth agrees")
     return 0
+
+
+def _unlink(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 async def _check_running(run: DemoRun) -> None:

@@ -9,12 +9,29 @@ boot step (`sim.hub.boot`) both work on one `HubFlash`; `SimHub` owns it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from sim.image_check import FlashImage
 from sim.timing import Timing
 
-__all__ = ["HubFlash", "SwapKind", "UploadRecord"]
+__all__ = ["DURABLE_FIELDS", "HubFlash", "SwapKind", "UploadRecord"]
+
+# The fields of HubFlash a resumed simulator keeps (`sim.state`); `upload` is not among them.
+DURABLE_FIELDS: Final = frozenset(
+    {
+        "primary",
+        "primary_confirmed",
+        "secondary",
+        "pending",
+        "revert_on_boot",
+        "swap",
+        "swap_steps_done",
+        "unlocked",
+        "bricked",
+    }
+)
 
 
 class SwapKind(enum.StrEnum):
@@ -83,3 +100,12 @@ class HubFlash:
     swap_steps_done: int = 0
     unlocked: bool = False
     bricked: bool = False
+    # Called after each assignment to one of DURABLE_FIELDS (`jigsim serve` saves the hub).
+    on_change: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in DURABLE_FIELDS:
+            hook = self.__dict__.get("on_change")
+            if hook is not None:
+                hook()

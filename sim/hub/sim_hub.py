@@ -154,6 +154,11 @@ class SimHub(HubStateWatch):
         """Console lines the UART receiver dropped (no free line buffer, or too long)."""
         return self.line_rx.dropped
 
+    @property
+    def faults_fired(self) -> set[str]:
+        """The one-shot faults (hang, power losses) that already struck this hub."""
+        return self._faults.fired
+
     # ---- what the wire sees (sim.hub.wire.FrameSink) --------------------------------------------
 
     @property
