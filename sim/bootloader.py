@@ -37,17 +37,16 @@ end of the slot): magic (16 bytes) at -16, image_ok at -24, copy_done at -32, sw
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hashlib
 import logging
-import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from sim.files import write_atomically
 from sim.image_check import FlashImage, ImageKey, inspect_image, signature_problem
 
 __all__ = [
@@ -547,16 +546,9 @@ def read_flash(path: Path) -> bytearray:
 
 def write_flash_atomically(path: Path, flash: bytearray | bytes) -> None:
     """Replace `path` by `flash` through a temporary file renamed over it."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with temp.open("wb") as file:
-            file.write(flash)
-            file.flush()
-            os.fsync(file.fileno())
-        temp.replace(path)
+        write_atomically(path, bytes(flash))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            temp.unlink()
         raise FlashError(f"{path}: cannot write it: {exc.strerror}") from exc
 
 

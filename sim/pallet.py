@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from jigd.model import (
     GuidField,
 )
 from sim.faults import FaultProfile, Faults, assign_faults
+from sim.files import write_atomically
 
 __all__ = [
     "DEFAULT_LATEST",
@@ -216,12 +216,6 @@ def manifest_path_for(pallet_path: Path) -> Path:
     return pallet_path.with_name(f"{pallet_path.stem}.manifest.csv")
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    temp.replace(path)
-
-
 def write_pallet(pallet: Pallet, path: Path, manifest: Path | None = None) -> Path:
     """Write the pallet JSON at `path` and its manifest CSV; return the manifest's path."""
     manifest = manifest or manifest_path_for(path)
@@ -231,8 +225,8 @@ def write_pallet(pallet: Pallet, path: Path, manifest: Path | None = None) -> Pa
         # Only the faults that are set (and the seed), so a reader sees them at a glance.
         entry["faults"] = hub.faults.model_dump(mode="json", exclude_defaults=True)
         entry["faults"]["seed"] = hub.faults.seed
-    _write_atomically(path, json.dumps(document, indent=2) + "\n")
-    _write_atomically(manifest, manifest_csv(pallet))
+    write_atomically(path, (json.dumps(document, indent=2) + "\n").encode(), fsync=False)
+    write_atomically(manifest, manifest_csv(pallet).encode(), fsync=False)
     return manifest
 
 

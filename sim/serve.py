@@ -49,6 +49,7 @@ from jigd.model import DeviceModel, FirmwareVersion
 from sim.bootloader import MAX_IMAGE_SIZE
 from sim.exe_hub import ExeHub, prepare_flash
 from sim.faults import FaultProfile, assign_faults
+from sim.files import write_atomically
 from sim.harness import image_key_of
 from sim.hub import SimHub
 from sim.image_check import inspect_image
@@ -57,7 +58,7 @@ from sim.operator import DEFAULT_HANDLING_S, Operator
 from sim.pallet import Pallet
 from sim.rig import Station
 from sim.slot_hub import SlotHub
-from sim.state import SavedServe, ServeState, write_atomically
+from sim.state import SavedServe, ServeState
 from sim.timing import Timing
 from sim.usb_bus import UsbBus
 from sim.usb_device import SIM_USB_PRODUCT_ID, SIM_USB_VENDOR_ID

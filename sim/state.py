@@ -30,11 +30,11 @@ import functools
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from sim.files import write_atomically
 from sim.hub import SimHub
 from sim.hub.flash import SwapKind
 from sim.image_check import FlashImage, inspect_image
@@ -48,7 +48,6 @@ __all__ = [
     "SavedServe",
     "ServeState",
     "StateError",
-    "write_atomically",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,23 +61,6 @@ Placed = tuple[str, int, int]  # (GUID, rig, slot)
 
 class StateError(ValueError):
     """A state file that does not belong to this pallet or cannot be read; names the file."""
-
-
-def write_atomically(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """`data` in `path`, whole or not at all: a temporary file beside it, (fsync,) rename.
-
-    Without `fsync` the file survives the process being killed (the kernel holds what was
-    written) but not the machine losing power; that is what the bench state needs, and an
-    fsync on the event loop would stall the wire of every hub the simulator paces.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("wb") as file:
-        file.write(data)
-        if fsync:
-            file.flush()
-            os.fsync(file.fileno())
-    temp.replace(path)
 
 
 def _guid_key(hub: SlotHub) -> str:
