@@ -60,6 +60,7 @@ _FileId = tuple[int, int, int]  # st_dev, st_ino, st_ctime_ns
 
 
 def slot_view(status: SlotStatus) -> api.SlotView:
+    now = time.monotonic()
     return api.SlotView(
         rig=status.rig,
         slot=status.slot,
@@ -71,7 +72,17 @@ def slot_view(status: SlotStatus) -> api.SlotView:
         attempts=status.attempts,
         outcome=status.outcome,
         detail=status.detail,
-        seconds_in_state=round(time.monotonic() - status.since, 1),
+        seconds_in_state=round(now - status.since, 1),
+        model=status.model,
+        elapsed_s=None if status.hub_since is None else round(now - status.hub_since, 1),
+        expected_s=None if status.expected_s is None else round(status.expected_s, 1),
+        wait=None
+        if status.wait is None
+        else api.WaitView(
+            what=status.wait.what,
+            waited_s=round(now - status.wait.since, 1),
+            limit_s=status.wait.limit_s,
+        ),
     )
 
 

@@ -57,8 +57,10 @@ __all__ = [
     "RejectedList",
     "ReportFiles",
     "RigView",
+    "SetAsideView",
     "SlotView",
     "StatusResponse",
+    "WaitView",
 ]
 
 IMPORT_FIELDS: Final = ("manifest", "source", "booking", "party")
@@ -118,6 +120,14 @@ class ApiError(Exception):
         self.body = ErrorResponse(error=message, problems=problems or None)
 
 
+class WaitView(ApiModel):
+    """A slot waiting with a time limit: `waiting for boot 12/30 s`."""
+
+    what: str = Field(examples=["boot"])
+    waited_s: float
+    limit_s: float
+
+
 class SlotView(ApiModel):
     """What a slot is doing."""
 
@@ -132,6 +142,20 @@ class SlotView(ApiModel):
     outcome: Outcome | None = Field(description="the hub's outcome, once it has one")
     detail: str
     seconds_in_state: float
+    model: DeviceModelField | None = Field(
+        default=None, description="the hub's Device Model, once identified"
+    )
+    elapsed_s: float | None = Field(
+        default=None, description="seconds since the slot started on this hub"
+    )
+    expected_s: float | None = Field(
+        default=None,
+        description="seconds this hub is expected to take in the slot (from recent hubs of "
+        "its Device Model); absent until known",
+    )
+    wait: WaitView | None = Field(
+        default=None, description="what the slot is waiting for, with its time limit"
+    )
 
 
 class RigView(ApiModel):
@@ -140,6 +164,15 @@ class RigView(ApiModel):
     rig: int
     up: bool
     slots: list[SlotView]
+
+
+class SetAsideView(ApiModel):
+    """A hub that was put in a slot before its batch was imported: re-insert it."""
+
+    guid: GuidField
+    rig: int
+    slot: int
+    seen_at: IsoDateTime = Field(description="when it was rejected")
 
 
 class BatchView(ApiModel):
@@ -156,6 +189,11 @@ class BatchView(ApiModel):
     received: int = Field(description="GUIDs seen in a slot at least once")
     pending: int = Field(description="GUIDs without an outcome yet")
     counts: dict[Outcome, int] = Field(description="GUIDs per outcome, every outcome")
+    set_aside: list[SetAsideView] = Field(
+        default_factory=list,
+        description="GUIDs of this batch seen in a slot before the batch was imported, "
+        "rejected then (`not_in_batch`) and not re-inserted since: put them back",
+    )
 
 
 class OpenBatchView(BatchView):

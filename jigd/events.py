@@ -48,6 +48,7 @@ __all__ = [
     "OutcomeCounts",
     "ResultEvent",
     "SlotStatus",
+    "SlotWait",
     "SummaryEvent",
     "UtcDateTime",
     "alert_event",
@@ -188,6 +189,20 @@ class SlotStatus:
     outcome: Outcome | None = None
     detail: str = ""
     since: float = field(default_factory=time.monotonic)
+    model: DeviceModel | None = None  # once the hub identified
+    hub_since: float | None = None  # monotonic time the slot started on this hub
+    expected_s: float | None = None  # how long this hub is expected to take in the slot
+    wait: SlotWait | None = None  # what the slot is waiting for, while it waits
+
+
+@dataclass(frozen=True, slots=True)
+class SlotWait:
+    """A slot waiting for something with a time limit (a hub's boot): "waiting for boot
+    12/30 s" rather than a frozen ETA."""
+
+    what: str
+    since: float  # monotonic
+    limit_s: float
 
 
 class InvalidResultError(ValueError):

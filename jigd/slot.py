@@ -252,6 +252,10 @@ class SlotWorker:
                 attempts=0,
                 outcome=None,
                 detail="",
+                model=None,
+                hub_since=None,
+                expected_s=None,
+                wait=None,
             )
         self._changed.set()
 
@@ -330,7 +334,13 @@ class SlotWorker:
     # -- one hub -----------------------------------------------------------------------------
 
     async def _handle_hub(self) -> None:
-        self._set(state=SlotState.BUSY, stage=Stage.IDENTIFY, progress=0.0, detail="")
+        self._set(
+            state=SlotState.BUSY,
+            stage=Stage.IDENTIFY,
+            progress=0.0,
+            detail="",
+            hub_since=time.monotonic(),
+        )
         await self._led(LedColour.AMBER)
         t0 = time.monotonic()
         try:
@@ -345,7 +355,7 @@ class SlotWorker:
             await self._led(LedColour.BLINK)
             return
         guid = identity.guid
-        self._set(guid=guid)
+        self._set(guid=guid, model=identity.model)
         ref = await self._deps.store.find_open_batch(guid)
         if ref is None:
             await self._reject(guid, "not_in_batch")
