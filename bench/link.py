@@ -19,7 +19,7 @@ The Zephyr rows upload a 200 KiB image to Zephyr's own SMP server (`smp_svr_para
 native_sim build, from `../shared/peers/zephyr` or `$JIGD_ZEPHYR_PEERS`) over its UART pty with
 console framing, at its default pacing (12 bytes per 1 ms tick, about 115200 baud) and unpaced
 (`-uart_rx_bytes_per_tick=0`, as a fast USB CDC-ACM adapter delivers bytes), a fresh process per
-run: jigd with a console slot's default settings (`jigd.slot.receiver_settings`), and smpclient
+run: jigd with a console slot's default settings (`jigd.receiver.receiver_settings`), and smpclient
 with its default serial transport. The bound at the default pacing is the framed wire time of
 what jigd sent (its bytes at 12,000 bytes/s); unpaced there is no wire bound, so the rows compare
 upload rates and count timeouts. Those peers have no bootloader: the rows stop at the upload.
@@ -62,7 +62,7 @@ from drivers.smp_client import SmpClient
 from drivers.smp_driver import open_smp_link
 from jigd.config import SlotConfig
 from jigd.model import FirmwareVersion
-from jigd.slot import receiver_settings
+from jigd.receiver import receiver_settings
 from sim.harness import HubHandle, HubSpec, running_hub
 from sim.hub import HubState
 from sim.image_check import inspect_image

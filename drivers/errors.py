@@ -21,6 +21,7 @@ from drivers.untrusted import FIELD_LIMIT, printable
 
 __all__ = [
     "AccessDenied",
+    "BootTimeout",
     "DeviceDisconnected",
     "DriverError",
     "DriverLoadFailed",
@@ -124,6 +125,24 @@ class LinkTimeout(LinkError):
         self.what = what
         self.timeout_s = timeout_s
         self.attempts = attempts
+
+
+class BootTimeout(LinkTimeout):
+    """The hub did not boot: no answer to `os echo` within its boot limit after `after` (a
+    power-on, a reset). An expected silence until the limit; a fault once it passes."""
+
+    code: ClassVar[str] = "no_boot"
+
+    def __init__(self, port: str, timeout_s: float, after: str) -> None:
+        LinkError.__init__(
+            self,
+            port,
+            f"the hub did not boot: no answer to echo within {timeout_s:.3g} s of {after}",
+        )
+        self.what = "echo (boot)"
+        self.timeout_s = timeout_s
+        self.attempts = 1
+        self.after = after
 
 
 # --- protocol layer -------------------------------------------------------------------------

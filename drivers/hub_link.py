@@ -26,6 +26,7 @@ from smp import os_management as smpos
 
 from drivers import jig_group
 from drivers.errors import (
+    BootTimeout,
     LinkTimeout,
     NoJigGroup,
     SmpError,
@@ -179,8 +180,14 @@ class HubLink(abc.ABC):
         """Close the maintenance interface again."""
 
     @abc.abstractmethod
-    async def echo(self, text: str, *, timeout_s: float | None = None) -> str:
-        """Round-trip `text` (link check)."""
+    async def echo(self, text: str, *, timeout_s: float | None = None, probe: bool = False) -> str:
+        """Round-trip `text` (link check). `probe`: one request, not resent, whose silence is
+        no link error (a boot wait's poll: a booting hub is expected to be silent)."""
+
+    @abc.abstractmethod
+    def count_error(self, kind: str) -> None:
+        """Count a link error that the caller found (`boot_timeout`: a boot wait passed its
+        limit), with the link's own in `link_errors`."""
 
     @abc.abstractmethod
     async def params(self) -> tuple[int, int]:
@@ -218,7 +225,9 @@ async def await_boot(
     poll_timeout_s: float = BOOT_POLL_TIMEOUT_S,
     poll_interval_s: float = BOOT_POLL_INTERVAL_S,
 ) -> None:
-    """Poll `os echo` until the hub answers (after power-on or a reset), for at most `timeout_s`.
+    """Poll `os echo` until the hub answers (after power-on or a reset), for at most `timeout_s`;
+    BootTimeout (counted as `boot_timeout`) if it does not. The polls are probes: a hub is
+    silent while it boots, so their timeouts are no link errors.
 
     Echo, not the jig group: every SMP device has it, so a hub without the jig group is seen
     booted and then told apart by `identify` (NoJigGroup), not mistaken for a silent one.
@@ -229,6 +238,7 @@ async def await_boot(
         reset_delay_s=0.0,  # any answer will do
         poll_timeout_s=poll_timeout_s,
         poll_interval_s=poll_interval_s,
+        after="power-on",
     )
 
 
@@ -240,8 +250,10 @@ async def await_reset(
     pending_hash: bytes | None = None,
     poll_timeout_s: float = BOOT_POLL_TIMEOUT_S,
     poll_interval_s: float = BOOT_POLL_INTERVAL_S,
+    after: str = "its reset",
 ) -> None:
-    """Wait, after the hub answered `os reset`, until it has reset and booted again.
+    """Wait, after the hub answered `os reset`, until it has reset and booted again, for at most
+    `timeout_s`: BootTimeout (counted as `boot_timeout`) if it does not; the polls are probes.
 
     A hub resets some time after it answers (Zephyr: 250 ms); until then the old firmware
     answers, so an answer counts only once the reset has visibly taken effect: the hub stopped
@@ -258,7 +270,7 @@ async def await_reset(
         async with asyncio.timeout_at(deadline):
             while True:
                 try:
-                    await link.echo(_BOOT_ECHO, timeout_s=poll_timeout_s)
+                    await link.echo(_BOOT_ECHO, timeout_s=poll_timeout_s, probe=True)
                 except (LinkTimeout, UnexpectedResponse) as exc:
                     went_silent, last = True, exc
                 else:
@@ -268,8 +280,8 @@ async def await_reset(
                         return
                 await asyncio.sleep(poll_interval_s)
     except TimeoutError as exc:
-        what = "a reset that takes effect, then echo (boot)"
-        raise LinkTimeout(link.name, what, timeout_s) from (last or exc)
+        link.count_error("boot_timeout")
+        raise BootTimeout(link.name, timeout_s, after) from (last or exc)
 
 
 async def _still_pending(link: HubLink, image_hash: bytes) -> bool:
@@ -317,7 +329,7 @@ class SmpHubLink(HubLink):
         self._client = client
         self._options = options or LinkOptions(timeout_s=client.timeout_s)
         self._name = name or client.name
-        self._retries: Counter[str] = Counter()
+        self._counted: Counter[str] = Counter()  # `retry`, and what callers count
         self._params: tuple[int, int] | None = None
         self._sizing: UploadSizing | None = None
         self._last_upload: UploadResult | None = None
@@ -339,8 +351,11 @@ class SmpHubLink(HubLink):
         merged: Counter[str] = Counter()
         merged.update(self._client.transport.link_errors)
         merged.update(self._client.link_errors)
-        merged.update(self._retries)
+        merged.update(self._counted)
         return merged
+
+    def count_error(self, kind: str) -> None:
+        self._counted[kind] += 1
 
     # -- simple commands ---------------------------------------------------------------------
 
@@ -425,10 +440,14 @@ class SmpHubLink(HubLink):
     async def lock(self) -> None:
         await self._call(jig_group.LockWriteRequest(), jig_group.LockWriteResponse)
 
-    async def echo(self, text: str, *, timeout_s: float | None = None) -> str:
-        rsp = await self._call(
-            smpos.EchoWriteRequest(d=text), smpos.EchoWriteResponse, timeout_s=timeout_s
-        )
+    async def echo(self, text: str, *, timeout_s: float | None = None, probe: bool = False) -> str:
+        request = smpos.EchoWriteRequest(d=text)
+        if probe:
+            rsp = await self._client.request(
+                request, smpos.EchoWriteResponse, timeout_s, counted=False
+            )
+        else:
+            rsp = await self._call(request, smpos.EchoWriteResponse, timeout_s=timeout_s)
         return rsp.r
 
     async def params(self) -> tuple[int, int]:
@@ -530,7 +549,7 @@ class SmpHubLink(HubLink):
             except (LinkTimeout, UnexpectedResponse) as exc:
                 if n == retries:
                     raise
-                self._retries["retry"] += 1
+                self._counted["retry"] += 1
                 _LOGGER.debug("%s: %s failed (%s), retrying", self._name, what, exc)
         raise AssertionError("unreachable")  # pragma: no cover
 

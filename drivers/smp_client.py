@@ -108,6 +108,7 @@ class _Pending:
     command: int
     what: str
     timer: asyncio.TimerHandle | None = None
+    counted: bool = True  # False for a probe: its silence is expected, not a link error
 
 
 class SmpClient:
@@ -115,7 +116,8 @@ class SmpClient:
 
     The client becomes the transport's listener and owns it: `close()` closes the transport.
     Counters in `link_errors`: `timeout`, `unsolicited` (reply with no waiter, or late),
-    `undecodable` (a frame that is not an SMP response).
+    `undecodable` (a frame that is not an SMP response). A probe (`counted=False`, the polls
+    of a boot wait) counts neither its timeout nor its late reply: a booting hub is silent.
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class SmpClient:
         self._next_seq = 0
         self._closed: LinkError | None = None
         self._link_errors: Counter[str] = Counter()
+        self._probes_expired: set[int] = set()  # sequences of probes that went unanswered
         transport.set_listener(self)
 
     @property
@@ -165,13 +168,15 @@ class SmpClient:
         timeout_s: float | None = None,
         *,
         what: str | None = None,
+        counted: bool = True,
     ) -> R:
         """Send `request` and wait for its response; errors come back as exceptions.
 
         Raises SmpError (AccessDenied, ...) for an error response, UnexpectedResponse for a
-        reply that does not decode, LinkTimeout, LinkClosed.
+        reply that does not decode, LinkTimeout, LinkClosed. `counted=False`: a probe, whose
+        timeout is no link error.
         """
-        return await self.submit(request, response_type, timeout_s, what=what)
+        return await self.submit(request, response_type, timeout_s, what=what, counted=counted)
 
     def submit(
         self,
@@ -180,6 +185,7 @@ class SmpClient:
         timeout_s: float | None = None,
         *,
         what: str | None = None,
+        counted: bool = True,
     ) -> asyncio.Future[R]:
         """Send `request` now and return the future of its response, without waiting.
 
@@ -204,11 +210,12 @@ class SmpClient:
             group=int(head.group_id),
             command=int(head.command_id),
             what=what or describe(request),
+            counted=counted,
         )
         # Registered before sending, no await in between; removed when the future is done.
         self._pending[seq] = pending
         future.add_done_callback(functools.partial(self._forget, seq, pending))
-        pending.timer = loop.call_later(timeout, self._expire, pending, timeout)
+        pending.timer = loop.call_later(timeout, self._expire, seq, pending, timeout)
         try:
             self._transport.send(frame)
         except LinkError:
@@ -238,6 +245,10 @@ class SmpClient:
             or pending.group != head.group_id
             or pending.command != head.command_id
         ):
+            if pending is None and head.sequence in self._probes_expired:
+                self._probes_expired.discard(head.sequence)
+                _LOGGER.debug("%s: late answer to a probe, seq %d", self._name, head.sequence)
+                return
             self._link_errors["unsolicited"] += 1
             _LOGGER.debug(
                 "%s: unsolicited or late reply seq %d group %d command %d",
@@ -264,20 +275,26 @@ class SmpClient:
             seq = self._next_seq
             self._next_seq = (seq + 1) % _SEQUENCES
             if seq not in self._pending:
+                self._probes_expired.discard(seq)
                 return seq
         raise SequenceExhausted(self._name)
 
-    def _forget(self, seq: int, pending: _Pending, _future: asyncio.Future[Any]) -> None:
+    def _forget(self, seq: int, pending: _Pending, future: asyncio.Future[Any]) -> None:
         if self._pending.get(seq) is pending:
             del self._pending[seq]
+        if future.cancelled() and not pending.counted:
+            self._probes_expired.add(seq)  # a boot wait ended while its probe was out
         if pending.timer is not None:
             pending.timer.cancel()
             pending.timer = None
 
-    def _expire(self, pending: _Pending, timeout_s: float) -> None:
+    def _expire(self, seq: int, pending: _Pending, timeout_s: float) -> None:
         pending.timer = None
         if not pending.future.done():
-            self._link_errors["timeout"] += 1
+            if pending.counted:
+                self._link_errors["timeout"] += 1
+            else:
+                self._probes_expired.add(seq)
             _LOGGER.debug("%s: %s timed out after %.3g s", self._name, pending.what, timeout_s)
             pending.future.set_exception(LinkTimeout(self._name, pending.what, timeout_s))
 

@@ -27,6 +27,7 @@ from jigd.events import (
     SlotStatus,
     alert_event,
     result_event,
+    set_aside_alert_event,
 )
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, SlotState, Stage
 from jigd.mqtt import CONTENT_TYPE
@@ -150,7 +151,12 @@ def _examples() -> dict[str, list[dict[str, Any]]]:
         ],
         "summary": [
             _example(summary_event(open_batch, None, now=_T0), event(6)),
-            _example(summary_event(closed_batch, guid_lists, now=_T0), event(7)),
+            _example(
+                summary_event(
+                    closed_batch, guid_lists, now=_T0, set_aside=guid_lists[Outcome.NOT_RECEIVED]
+                ),
+                event(7),
+            ),
         ],
         "alert": [
             _example(
@@ -175,6 +181,12 @@ def _examples() -> dict[str, list[dict[str, Any]]]:
                     now=_T0,
                 ),
                 event(9),
+            ),
+            _example(
+                set_aside_alert_event(
+                    "B000001", _GUID, 1, 4, _T0.replace(hour=7, minute=58), now=_T0
+                ),
+                event(10),
             ),
         ],
     }
@@ -267,7 +279,8 @@ _CHANNELS: Final = (
         "batches/{batch}/summary",
         SummaryPayload,
         "Batch summary",
-        "Counts per outcome after every result; on close, the GUID lists per outcome. Retained: "
+        "Counts per outcome after every result; on close, the GUID lists per outcome and the "
+        "set-aside GUIDs among the not_received. Retained: "
         "the latest summary of each batch.",
         qos=1,
         retain=True,
@@ -277,8 +290,8 @@ _CHANNELS: Final = (
         "alerts",
         AlertPayload,
         "Alerts",
-        "Something a person should look at: a rejected hub, a rig offline, no firmware for a "
-        "Device Model. Durable like results.",
+        "Something a person should look at: a rejected hub, a hub of a new batch to re-insert, "
+        "a rig offline, no firmware for a Device Model. Durable like results.",
         qos=1,
         retain=False,
     ),

@@ -224,11 +224,18 @@ def add_catalog_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         metavar="VERSION",
         help="Firmware Version, 8 hex; must equal the image header's version",
     )
-    add.add_argument("--status", choices=statuses, required=True)
-    add.add_argument("--released", type=_date, required=True, metavar="YYYY-MM-DD")
+    add.add_argument(
+        "--status",
+        choices=statuses,
+        required=True,
+        help="production: selected for hubs; pilot: only for pilot_models; withdrawn: never",
+    )
+    add.add_argument(
+        "--released", type=_date, required=True, metavar="YYYY-MM-DD", help="its release date"
+    )
     add.add_argument("--gbcs", metavar="VERSION", help="GBCS version, e.g. 3.2")
     add.add_argument("--chts", metavar="VERSION", help="CHTS version, e.g. 1.3")
-    add.add_argument("--notes", default="", metavar="TEXT")
+    add.add_argument("--notes", default="", metavar="TEXT", help="free text kept with the entry")
     add.set_defaults(func=_guarded(_add))
 
     list_ = actions.add_parser("list", help="list the entries")
@@ -241,15 +248,17 @@ def add_catalog_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     list_.set_defaults(func=_guarded(_list))
 
     latest = actions.add_parser("latest", help="show the firmware a hub of MODEL gets")
-    latest.add_argument("device_model", type=_device_model, metavar="MODEL")
+    latest.add_argument("device_model", type=_device_model, metavar="MODEL", help=_MODEL_HELP)
     latest.add_argument(
         "--pilot", action="store_true", help="include pilot firmware, as for a pilot model"
     )
     latest.set_defaults(func=_guarded(_latest))
 
     set_status = actions.add_parser("set-status", help="change an entry's status")
-    set_status.add_argument("device_model", type=_device_model, metavar="MODEL")
-    set_status.add_argument("version", type=_firmware_version, metavar="VERSION")
+    set_status.add_argument("device_model", type=_device_model, metavar="MODEL", help=_MODEL_HELP)
+    set_status.add_argument(
+        "version", type=_firmware_version, metavar="VERSION", help="Firmware Version, 8 hex"
+    )
     set_status.add_argument("status", choices=statuses, metavar="STATUS", help=", ".join(statuses))
     set_status.set_defaults(func=_guarded(_set_status))
 

@@ -12,14 +12,23 @@ from pathlib import Path
 from drivers.untrusted import PrintableFormatter
 from jigd.catalog_cli import add_catalog_parser
 from jigd.cli_common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, make_parser
-from jigd.config import ConfigError, load_config
+from jigd.config import ConfigError, StationConfig, check_paths, load_config
 
 MAX_PORT = 65535
 
 
+def _load(path: Path) -> StationConfig:
+    """The config at `path`, every file and directory it names readable (ConfigError)."""
+    config = load_config(path)
+    problems = check_paths(config)
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
 def _config_check(args: argparse.Namespace) -> int:
     try:
-        config = load_config(Path(args.path))
+        config = _load(Path(args.path))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -65,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     from jigd.store import StoreError
 
     try:
-        config = load_config(Path(args.config))
+        config = _load(Path(args.config))
     except ConfigError as exc:
         for problem in exc.problems:  # one line each: journald shows lines apart
             print(f"error: {exc.path}: {problem}", file=sys.stderr)
@@ -101,12 +110,10 @@ def _demo(args: argparse.Namespace) -> int:
     if args.hubs < 1 or args.rigs < 1:
         print("error: --hubs and --rigs must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.metrics_port is not None and not 1 <= args.metrics_port <= MAX_PORT:
-        print(
-            f"error: --metrics-port {args.metrics_port} is not a TCP port (1-65535)",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
+    for option, port in (("--metrics-port", args.metrics_port), ("--web-port", args.web_port)):
+        if port is not None and not 1 <= port <= MAX_PORT:
+            print(f"error: {option} {port} is not a TCP port (1-65535)", file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         options = demo_options_from(args)
     except ValueError as exc:  # a bad --mqtt URL, or options that contradict --hub-exe
@@ -146,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalog_parser(commands)
 
     run = commands.add_parser("run", help="run the station daemon in the foreground")
-    run.add_argument("--config", default="/etc/jigd/jigd.toml", metavar="PATH")
+    run.add_argument(
+        "--config",
+        default="/etc/jigd/jigd.toml",
+        metavar="PATH",
+        help="the station's TOML configuration (default /etc/jigd/jigd.toml)",
+    )
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
 
@@ -161,18 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rigs", type=int, default=3, help="rigs of 8 slots (default 3)")
     demo.add_argument(
         "--faults",
-        choices=["none", "light", "harsh"],
+        choices=["none", "light", "harsh", "dead"],
         help="fault profile of the pallet (default light; none with --hub-exe)",
     )
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--workdir", default="jigd-demo", metavar="DIR")
+    demo.add_argument(
+        "--seed", type=int, default=1, help="keys, GUIDs, models and faults seed (default 1)"
+    )
+    demo.add_argument(
+        "--workdir",
+        default="jigd-demo",
+        metavar="DIR",
+        help="where the config, catalog, store, reports and ground truth go (default jigd-demo)",
+    )
     demo.add_argument(
         "--image-size",
         type=int,
         metavar="BYTES",
         help="size of every image (default 262144; 65536 with --hub-exe)",
     )
-    demo.add_argument("--baud", type=int, default=921600)
+    demo.add_argument(
+        "--baud", type=int, default=921600, help="serial slots' link speed (default 921600)"
+    )
     demo.add_argument(
         "--framing",
         choices=["raw", "console"],
@@ -192,12 +213,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--metrics-port", type=int, metavar="N", help="serve /metrics on port N")
     demo.add_argument(
+        "--web-port",
+        type=int,
+        metavar="N",
+        help="serve the web station view on http://127.0.0.1:N/ (its token in the workdir's "
+        "web-token file)",
+    )
+    demo.add_argument(
         "--hub-exe",
         metavar="PATH",
         help="hubs are Zephyr native_sim processes running this executable (the peers' "
         "jig_hub.exe; `jigsim serve --hub-exe`, flash_init.bin beside it): serial slots with "
         "console framing, no injected faults, --baud does not matter (the executable's UART "
         "runs at about 115200 baud)",
+    )
+    demo.add_argument(
+        "--load-early",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start the simulator before the import, and import once N of the batch's hubs were "
+        "rejected (not_in_batch); they are listed as set aside and the simulated operator "
+        "re-inserts them when the demo tells it (default 0: import first)",
     )
     demo.set_defaults(func=_demo)
     return parser

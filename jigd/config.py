@@ -6,13 +6,15 @@ from 0 as in the TOML arrays), so a technician can go straight to the line to fi
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
 import re
 import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -34,6 +36,8 @@ __all__ = [
     "StationConfig",
     "StoreConfig",
     "TimeoutConfig",
+    "WebConfig",
+    "check_paths",
     "format_loc",
     "load_config",
 ]
@@ -42,12 +46,15 @@ __all__ = [
 class ConfigError(Exception):
     """A configuration file that cannot be used; `problems` lists each one as `path: message`."""
 
-    def __init__(self, path: Path, problems: list[str]) -> None:
+    def __init__(self, path: Path, problems: list[str], *, unreadable: bool = False) -> None:
         self.path = path
         self.problems = problems
+        self.unreadable = unreadable  # the file itself could not be read
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{path}: {len(problems)} problem(s) in the configuration:\n{lines}")
 
+
+SYSTEMD_CREDENTIALS: Final = Path("/run/credentials")
 
 # A Unix socket's path fits in sun_path (108 bytes on Linux) with its terminating NUL.
 MAX_SOCKET_PATH_BYTES: Final = 107
@@ -126,9 +133,19 @@ class HubReceiverConfig(_Strict):
 
 
 class HubModelConfig(HubReceiverConfig):
-    """Receiver settings of one Device Model's hubs (`[[hub_models]]`)."""
+    """Receiver settings and expected boot times of one Device Model's hubs (`[[hub_models]]`)."""
 
     device_model: DeviceModelField = Field(description="manufacturer/model, e.g. 1086/57310102")
+    boot_s: PositiveSeconds | None = Field(
+        default=None,
+        description="expected boot time of this model's hubs: power-on or reset to answering "
+        "echo (default: [timeouts] boot_s)",
+    )
+    swap_s: PositiveSeconds | None = Field(
+        default=None,
+        description="expected time of this model's bootloader swapping in a new image "
+        "(default: [timeouts] swap_s)",
+    )
 
 
 class SlotConfig(HubReceiverConfig):
@@ -242,11 +259,22 @@ class TimeoutConfig(_Strict):
     """How long each wait may take, in seconds."""
 
     request_s: PositiveSeconds = Field(default=2.0, description="one SMP request's answer")
-    boot_s: PositiveSeconds = Field(default=30.0, description="a hub answering after power-on")
+    boot_s: PositiveSeconds = Field(
+        default=5.0,
+        description="expected boot time: power-on or reset to the hub answering echo (per "
+        "Device Model: [[hub_models]] boot_s)",
+    )
     stage_s: PositiveSeconds = Field(default=120.0, description="any stage but upload and boot")
     upload_s: PositiveSeconds = Field(default=900.0, description="a whole image upload")
     swap_s: PositiveSeconds = Field(
-        default=120.0, description="the bootloader's swap, added to boot_s after a reset"
+        default=15.0,
+        description="expected time of the bootloader's swap of a new image, added to boot_s "
+        "after a reset (per Device Model: [[hub_models]] swap_s)",
+    )
+    boot_margin_s: PositiveSeconds = Field(
+        default=10.0,
+        description="how much longer than expected a boot may take: a hub still silent then is "
+        "power cycled once, and if silent again it is failed (docs/install.md, 'Retries')",
     )
     shutdown_s: PositiveSeconds = Field(
         default=45.0,
@@ -265,6 +293,64 @@ class StoreConfig(_Strict):
             "(relative to this file); the default is store_path's file"
         ),
     )
+
+
+class WebConfig(_Strict):
+    """The web station view (docs/web.md): off unless `listen` is set."""
+
+    listen: str | None = Field(
+        default=None,
+        description='`host:port` the view listens on, e.g. `"127.0.0.1:8080"`; no view if unset',
+    )
+    token_file: ConfigPath | None = Field(
+        default=None,
+        description="file holding the bearer token that import and close need (mode 0600 or "
+        "stricter, not empty); required with `listen`",
+    )
+    allow_remote: bool = Field(
+        default=False,
+        description="let `listen` be an address other than loopback (the view is then served "
+        "to the network: put it behind TLS)",
+    )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """`listen` as host and port (validated)."""
+        assert self.listen is not None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @model_validator(mode="after")
+    def _checked(self) -> WebConfig:
+        if self.listen is None:
+            return self
+        problems: list[_Problem] = []
+        host, sep, port = self.listen.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            problems.append((("listen",), 'write host:port, e.g. "127.0.0.1:8080"', self.listen))
+        elif not self.allow_remote and not _loopback(host):
+            problems.append(
+                (
+                    ("listen",),
+                    f"{host} is not a loopback address; set web.allow_remote = true to serve "
+                    "the view to the network",
+                    self.listen,
+                )
+            )
+        if self.token_file is None:
+            problems.append((("token_file",), "required when web.listen is set", None))
+        _problems("WebConfig", problems)
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class StationConfig(_Strict):
@@ -301,6 +387,7 @@ class StationConfig(_Strict):
     secrets: SecretsConfig = SecretsConfig()
     retries: RetryConfig = RetryConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
+    web: WebConfig = WebConfig()
 
     def to_toml(self, comment: str = "") -> str:
         """The settings this config was given (defaults left out) as TOML text that
@@ -410,7 +497,7 @@ def load_config(path: Path) -> StationConfig:
         text = path.read_text(encoding="utf-8")
         raw = tomllib.loads(text)
     except OSError as exc:
-        raise ConfigError(path, [f"cannot read the file: {exc.strerror}"]) from exc
+        raise ConfigError(path, [f"cannot read the file: {exc.strerror}"], unreadable=True) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(path, [f"not UTF-8 text at byte {exc.start}"]) from exc
     except tomllib.TOMLDecodeError as exc:
@@ -422,7 +509,7 @@ def load_config(path: Path) -> StationConfig:
     try:
         config = StationConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"{format_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        problems = [_problem_text(e["loc"], e["type"], e["msg"]) for e in exc.errors()]
         raise ConfigError(path, problems) from None
     config = _resolve_paths(config, path.parent)
     socket_bytes = len(os.fsencode(config.control_socket))
@@ -441,6 +528,93 @@ def load_config(path: Path) -> StationConfig:
             raise ConfigError(path, [f"store.url: {exc}"]) from None
         config = config.model_copy(update={"store": StoreConfig(url=url)})
     return config
+
+
+def _problem_text(loc: _Loc, kind: str, message: str) -> str:
+    """`key.path: message`; an unknown key with the key of its section it is closest to."""
+    if kind != "extra_forbidden":
+        return f"{format_loc(loc)}: {message}"
+    key = str(loc[-1])
+    names = [str(part) for part in loc[:-1] if isinstance(part, str)]
+    section = (
+        f"[[{'.'.join(names)}]]" if any(isinstance(p, int) for p in loc) else f"[{'.'.join(names)}]"
+    )
+    where = f"in {section}" if names else "at the top level"
+    model = _model_at(loc[:-1])
+    known = list(model.model_fields) if model is not None else []
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f'did you mean "{close[0]}"?' if close else f"the keys are {', '.join(known)}"
+    return f'unknown key "{format_loc(loc)}" {where}; {hint}'
+
+
+def _model_at(loc: _Loc) -> type[BaseModel] | None:
+    """The config model at a key path (`('rigs', 0, 'slots')` -> SlotConfig)."""
+    model: type[BaseModel] | None = StationConfig
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = None if field is None else _model_in(field.annotation)
+    return model
+
+
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    """The model class a field's type holds (itself, in a list, optional or annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def check_paths(config: StationConfig) -> list[str]:
+    """The files and directories the config names that jigd cannot read, each as
+    `key: path: why` (empty if all are there): checked before jigd creates anything, so a
+    missing master key file or catalog is found by `jigd config check`, not by a daemon that
+    has already made its store."""
+    files: list[tuple[str, Path | None]] = [
+        ("secrets.master_keys_file", config.secrets.master_keys_file)
+    ]
+    if config.mqtt.enabled:
+        mqtt = config.mqtt
+        files += [
+            ("mqtt.password_file", mqtt.password_file),
+            ("mqtt.ca_file", mqtt.ca_file),
+            ("mqtt.client_cert_file", mqtt.client_cert_file),
+            ("mqtt.client_key_file", mqtt.client_key_file),
+        ]
+    if config.web.listen is not None:
+        files.append(("web.token_file", config.web.token_file))
+    # systemd's credentials exist only inside the service (docs/install.md): not checked outside.
+    outside = "CREDENTIALS_DIRECTORY" not in os.environ
+    problems = [
+        f"{key}: {path}: {why}"
+        for key, path in files
+        if path is not None
+        and not (outside and path.is_relative_to(SYSTEMD_CREDENTIALS))
+        and (why := _unreadable(path, directory=False))
+    ]
+    if why := _unreadable(config.catalog_dir, directory=True):
+        problems.append(f"catalog_dir: {config.catalog_dir}: {why}")
+    return problems
+
+
+def _unreadable(path: Path, *, directory: bool) -> str | None:
+    """Why jigd cannot read the file (or list the directory) at `path`; None if it can."""
+    try:
+        if directory:
+            with os.scandir(path):
+                pass
+        else:
+            with path.open("rb"):
+                pass
+    except FileNotFoundError:
+        return "does not exist; create it or correct the path"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _long_number(text: str) -> str:

@@ -4,16 +4,18 @@
 |---|---|---|
 | GET | /v1/status | station, rigs and slots, open batches with progress and ETA, event-loop lag |
 | GET | /v1/batches | every batch with its counts |
-| POST | /v1/batches | import a manifest: `{manifest, source, booking, party}` |
+| POST | /v1/batches | import a manifest: `{manifest, source, booking, party, again?}` |
 | GET | /v1/batches/{id} | one batch |
 | POST | /v1/batches/{id}/close | close it: unseen GUIDs become not_received |
+| GET | /v1/batches/{id}/guids | every GUID with its outcome (or where it is), for the web view |
 | GET | /v1/batches/{id}/report | the four report files, `{files: {name: text}}` |
 | GET | /v1/rejected | hubs rejected by this station |
 | POST | /v1/catalog/reload | re-read the firmware catalog |
 
 Errors are `{error, problems?}` with 400 for bad input, 404 for an unknown batch, 409 for a
 state conflict (closing a closed or busy batch). The request and response models, shared with
-`jigctl`, are in jigd.control_api; docs/openapi.yaml is generated from them.
+`jigctl`, are in jigd.control_api; docs/openapi.yaml is generated from them. The web station
+view (jigd.web) serves the same handlers under `/api`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import logging
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -35,8 +37,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from drivers.untrusted import FIELD_LIMIT, printable
 from firmware_catalog import CatalogError
 from jigd import control_api as api
-from jigd.events import BatchStatus, SlotStatus
-from jigd.manifest import ManifestError, parse_manifest
+from jigd.events import BatchStatus, SlotStatus, format_utc
+from jigd.manifest import ManifestError, ManifestRow, parse_manifest
 from jigd.model import SlotState
 from jigd.reports import render_reports
 from jigd.startup import StartupError, os_reason
@@ -45,11 +47,24 @@ from jigd.store import (
     BatchBusyError,
     BatchClosedError,
     BatchInfo,
+    GuidInOpenBatchError,
+    GuidState,
+    SetAsideHub,
     StoreError,
     UnknownBatchError,
 )
 
-__all__ = ["batch_view", "check_socket_path", "serve_control", "slot_view"]
+__all__ = [
+    "Handlers",
+    "batch_view",
+    "check_socket_path",
+    "error_middleware",
+    "import_manifest",
+    "open_batches",
+    "route",
+    "serve_control",
+    "slot_view",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,7 +101,7 @@ def slot_view(status: SlotStatus) -> api.SlotView:
     )
 
 
-def _batch_fields(info: BatchInfo) -> dict[str, Any]:
+def _batch_fields(info: BatchInfo, set_aside: Sequence[SetAsideHub] = ()) -> dict[str, Any]:
     return {
         "batch": info.batch_id,
         "booking": info.booking,
@@ -99,11 +114,49 @@ def _batch_fields(info: BatchInfo) -> dict[str, Any]:
         "received": info.received,
         "pending": info.pending,
         "counts": dict(info.counts),
+        "set_aside": [
+            api.SetAsideView(guid=h.guid, rig=h.rig, slot=h.slot, seen_at=h.seen_at)
+            for h in set_aside
+        ],
     }
 
 
-def batch_view(info: BatchInfo) -> api.BatchView:
-    return api.BatchView(**_batch_fields(info))
+def batch_view(info: BatchInfo, set_aside: Sequence[SetAsideHub] = ()) -> api.BatchView:
+    """The batch as the control API shows it, with its hubs to re-insert (`Store.set_aside`)."""
+    return api.BatchView(**_batch_fields(info, set_aside))
+
+
+def guid_view(state: GuidState) -> api.GuidView:
+    return api.GuidView(
+        guid=state.guid,
+        line=state.line,
+        status=state.status,
+        outcome=state.outcome,
+        model=state.model or state.declared_model,
+        from_version=state.from_version or state.declared_firmware_version,
+        to_version=state.to_version,
+        attempts=state.attempts,
+        rig=state.rig,
+        slot=state.slot,
+        finished=state.finished,
+        failure_stage=state.failure_stage,
+        failure_code=state.failure_code,
+        failure_detail=state.failure_detail,
+    )
+
+
+async def open_batches(station: Station) -> list[api.OpenBatchView]:
+    """The open batches with their progress, ETA and busy slots."""
+    rate = station.throughput.per_second()
+    batches = []
+    for info in await station.store.list_batches(BatchStatus.OPEN):
+        busy = sum(
+            1 for s in station.slots() if s.batch_id == info.batch_id and s.state is SlotState.BUSY
+        )
+        eta = round(info.pending / rate, 0) if rate and info.pending else None
+        aside = await station.store.set_aside(info.batch_id)
+        batches.append(api.OpenBatchView(**_batch_fields(info, aside), eta_s=eta, busy_slots=busy))
+    return batches
 
 
 def _rejected_entries(station: Station) -> list[api.RejectedEntryView]:
@@ -120,6 +173,75 @@ def _rejected_entries(station: Station) -> list[api.RejectedEntryView]:
     ]
 
 
+async def import_manifest(
+    station: Station, body: api.BatchImportRequest, manifest: bytes | None = None
+) -> api.BatchImported:
+    """Import a request's manifest as a new batch (ApiError 400 naming what is wrong): what the
+    control API's POST /v1/batches does, for any front end that imports manifests. `manifest`:
+    the file's bytes as sent, when they are at hand (the parser then says where they are not
+    UTF-8); otherwise the request's text."""
+    if manifest is None:
+        manifest = body.manifest.encode("utf-8")
+    if len(manifest) > MAX_MANIFEST_BYTES:
+        raise api.ApiError(400, f"the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    source = printable(body.source, FIELD_LIMIT)  # a client's file name, quoted in messages
+    booking = body.booking.strip()
+    try:
+        rows = await asyncio.to_thread(parse_manifest, manifest, source)
+        if not body.again:
+            await _refuse_closed_booking(station, rows, booking, source)
+        batch_id = await station.store.import_batch(rows, booking, body.party.strip(), source)
+    except GuidInOpenBatchError as exc:
+        raise api.ApiError(400, _in_open_batches(source, len(rows), exc)) from None
+    except ManifestError as exc:
+        raise api.ApiError(400, f"{source}: the manifest was not imported", exc.problems) from None
+    return api.BatchImported(batch=batch_id, guids=len(rows))
+
+
+async def _refuse_closed_booking(
+    station: Station, rows: list[ManifestRow], booking: str, source: str
+) -> None:
+    """A closed batch with the same booking: that work order is done; importing it again is
+    refused unless asked for (`again`), so a pallet is not flashed and billed twice."""
+    store = station.store
+    for info in await store.list_batches(BatchStatus.CLOSED):
+        if info.booking != booking:
+            continue
+        listed = {s.guid for s in await store.batch_results(info.batch_id)}
+        common = len(listed & {r.guid for r in rows})
+        if common == len(rows) == len(listed):
+            same = "the same GUIDs"
+        else:
+            same = f"{common} of these {len(rows)} GUIDs"
+        closed = "-" if info.closed_at is None else format_utc(info.closed_at)
+        raise api.ApiError(
+            400,
+            f"{source}: booking {printable(booking, FIELD_LIMIT)} was already imported as batch "
+            f"{info.batch_id} from {printable(info.source, FIELD_LIMIT)} ({same}), closed "
+            f"{closed}; nothing was imported (to flash this work order again, import with "
+            "--again)",
+        )
+
+
+NAMED_GUIDS: Final = 3  # GUIDs named in a one-line summary
+
+
+def _in_open_batches(source: str, total: int, exc: GuidInOpenBatchError) -> str:
+    """`m.csv: all 48 GUIDs are already in open batch B000001`: one line for a manifest
+    imported twice, rather than one per GUID."""
+    batches = sorted(set(exc.conflicts.values()))
+    where = f"open batch{'es' if len(batches) > 1 else ''} {', '.join(batches)}"
+    count = len(exc.conflicts)
+    if count == total:
+        return f"{source}: all {total} GUIDs are already in {where}; nothing was imported"
+    named = ", ".join(str(g) for g in sorted(exc.conflicts)[:NAMED_GUIDS])
+    more = ", ..." if count > NAMED_GUIDS else ""
+    return (
+        f"{source}: {count} of {total} GUIDs are already in {where} ({named}{more}); nothing "
+        f"was imported: remove them from the file, or close {where.removeprefix('open ')} first"
+    )
+
+
 def _json(model: api.ApiModel, status: int = 200) -> web.Response:
     return web.json_response(model.to_json(), status=status)
 
@@ -127,22 +249,16 @@ def _json(model: api.ApiModel, status: int = 200) -> web.Response:
 _Handler = Callable[[web.Request], Awaitable[api.ApiModel]]
 
 
-class _Api:
+class Handlers:
+    """The control API's handlers; the web view (jigd.web) serves them too."""
+
     def __init__(self, station: Station) -> None:
         self.station = station
 
     async def status(self, request: web.Request) -> api.StatusResponse:
         station = self.station
         rate = station.throughput.per_second()
-        batches = []
-        for info in await station.store.list_batches(BatchStatus.OPEN):
-            busy = sum(
-                1
-                for s in station.slots()
-                if s.batch_id == info.batch_id and s.state is SlotState.BUSY
-            )
-            eta = round(info.pending / rate, 0) if rate and info.pending else None
-            batches.append(api.OpenBatchView(**_batch_fields(info), eta_s=eta, busy_slots=busy))
+        batches = await open_batches(station)
         rigs = [
             api.RigView(
                 rig=rig.rig, up=rig.up, slots=[slot_view(w.status) for w in rig.workers.values()]
@@ -162,35 +278,43 @@ class _Api:
         )
 
     async def list_batches(self, request: web.Request) -> api.BatchList:
-        infos = await self.station.store.list_batches()
-        return api.BatchList(batches=[batch_view(i) for i in infos])
+        store = self.station.store
+        infos = await store.list_batches()
+        return api.BatchList(
+            batches=[batch_view(i, await store.set_aside(i.batch_id)) for i in infos]
+        )
 
     async def import_batch(self, request: web.Request) -> api.BatchImported:
         try:
-            text = await request.text()
-        except ValueError:  # not UTF-8
-            text = ""
-        body = api.BatchImportRequest.parse(text)
-        manifest = body.manifest.encode("utf-8")
-        if len(manifest) > MAX_MANIFEST_BYTES:
-            raise api.ApiError(400, f"the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-        source = printable(body.source, FIELD_LIMIT)  # a client's file name, quoted in messages
-        try:
-            rows = await asyncio.to_thread(parse_manifest, manifest, source)
-            batch_id = await self.station.store.import_batch(
-                rows, body.booking.strip(), body.party.strip(), source
-            )
-        except ManifestError as exc:
+            data = await request.read()
+        except web.RequestPayloadError:  # one aiohttp cannot decode (a bad gzip stream)
             raise api.ApiError(
-                400, f"{source}: the manifest was not imported", exc.problems
+                400, "the request body cannot be read: its Content-Encoding does not decode"
             ) from None
-        return api.BatchImported(batch=batch_id, guids=len(rows))
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise api.ApiError(
+                400,
+                f"the request body is not UTF-8: byte 0x{exc.object[exc.start]:02X} at "
+                f"offset {exc.start}",
+            ) from None
+        return await import_manifest(self.station, api.BatchImportRequest.parse(text))
 
     async def show_batch(self, request: web.Request) -> api.BatchView:
-        return batch_view(await self.station.store.get_batch(request.match_info["batch"]))
+        store = self.station.store
+        info = await store.get_batch(request.match_info["batch"])
+        return batch_view(info, await store.set_aside(info.batch_id))
 
     async def close_batch(self, request: web.Request) -> api.BatchView:
-        return batch_view(await self.station.store.close_batch(request.match_info["batch"]))
+        store = self.station.store
+        info = await store.close_batch(request.match_info["batch"])
+        return batch_view(info, await store.set_aside(info.batch_id))
+
+    async def guids(self, request: web.Request) -> api.BatchGuids:
+        batch = request.match_info["batch"]
+        states = await self.station.store.batch_results(batch)
+        return api.BatchGuids(batch=batch, guids=[guid_view(s) for s in states])
 
     async def report(self, request: web.Request) -> api.ReportFiles:
         files = await render_reports(self.station.store, request.match_info["batch"])
@@ -220,22 +344,25 @@ class _Api:
             api.IMPORT_BATCH.operation_id: self.import_batch,
             api.BATCH.operation_id: self.show_batch,
             api.CLOSE_BATCH.operation_id: self.close_batch,
+            api.BATCH_GUIDS.operation_id: self.guids,
             api.REPORT.operation_id: self.report,
             api.REJECTED.operation_id: self.rejected,
             api.RELOAD_CATALOG.operation_id: self.reload_catalog,
         }
 
 
-def _route(endpoint: api.Endpoint[Any], handler: _Handler) -> web.RouteDef:
+def route(endpoint: api.Endpoint[Any], handler: _Handler, prefix: str = "") -> web.RouteDef:
+    """The endpoint's route (under `prefix`): its handler's model as JSON."""
+
     async def respond(request: web.Request) -> web.Response:
         model = await handler(request)
         return _json(model, endpoint.status)
 
-    return web.route(endpoint.method, endpoint.path, respond)
+    return web.route(endpoint.method, prefix + endpoint.path, respond)
 
 
 @web.middleware
-async def _errors(
+async def error_middleware(
     request: web.Request, handler: Any
 ) -> web.StreamResponse:  # aiohttp's handler type is untyped
     try:
@@ -252,9 +379,9 @@ async def _errors(
 
 
 def make_app(station: Station) -> web.Application:
-    handlers = _Api(station).handlers()
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_MANIFEST_BYTES * 2)
-    app.add_routes([_route(e, handlers[e.operation_id]) for e in api.ENDPOINTS])
+    handlers = Handlers(station).handlers()
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_MANIFEST_BYTES * 2)
+    app.add_routes([route(e, handlers[e.operation_id]) for e in api.ENDPOINTS])
     return app
 
 

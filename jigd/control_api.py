@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     StrictStr,
     ValidationError,
     WithJsonSchema,
@@ -30,10 +31,12 @@ from pydantic_core import PydanticCustomError
 from drivers.untrusted import FIELD_LIMIT
 from jigd.events import BatchStatus, DeviceModelField, FirmwareVersionField, GuidField
 from jigd.model import Outcome, SlotState, Stage
+from jigd.store.values import GuidStatus
 
 __all__ = [
     "BATCH",
     "BATCHES",
+    "BATCH_GUIDS",
     "CLOSE_BATCH",
     "ENDPOINTS",
     "IMPORT_BATCH",
@@ -43,6 +46,7 @@ __all__ = [
     "STATUS",
     "ApiError",
     "ApiModel",
+    "BatchGuids",
     "BatchImportRequest",
     "BatchImported",
     "BatchList",
@@ -50,6 +54,7 @@ __all__ = [
     "CatalogReloaded",
     "Endpoint",
     "ErrorResponse",
+    "GuidView",
     "LoopLag",
     "OpenBatchView",
     "RejectedEntryView",
@@ -63,7 +68,7 @@ __all__ = [
     "WaitView",
 ]
 
-IMPORT_FIELDS: Final = ("manifest", "source", "booking", "party")
+IMPORT_FIELDS: Final = ("manifest", "source", "booking", "party", "again")
 
 
 class ApiModel(BaseModel):
@@ -251,12 +256,24 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def _utf8(value: str) -> str:
+    """Lone surrogates (a client's undecodable bytes, sent as JSON escapes) are no text:
+    refused here rather than failing where the text is encoded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("string_unicode", "not UTF-8 text") from None
+    return value
+
+
 def _one_line(value: str) -> str:
     if not value.isprintable():
         raise PydanticCustomError("not_printable", "control characters")
     return value
 
 
+# UTF-8 text, possibly empty (the regex of a pattern refuses lone surrogates by itself).
+Text = Annotated[StrictStr, AfterValidator(_utf8)]
 # Not empty and not only white space (the pattern says so in the OpenAPI schema).
 NonBlank = Annotated[StrictStr, Field(pattern=r"\S"), AfterValidator(_not_blank)]
 # A name that ends up in reports and on terminals: printable (no control characters, line
@@ -276,7 +293,10 @@ _FIELD_PROBLEMS: Final = (
 class BatchImportRequest(ApiModel):
     """A manifest to import as a new batch."""
 
-    manifest: NonBlank = Field(description="the manifest CSV's text (docs/manifest.md)")
+    manifest: Text = Field(
+        description="the manifest CSV's text (docs/manifest.md); an empty one is refused with "
+        "the manifest's own problem (the file is empty)"
+    )
     source: NonBlank = Field(description="where it came from (its file name), for messages")
     booking: Name = Field(
         description="the booking (work order) reference; printable text (no control "
@@ -285,6 +305,11 @@ class BatchImportRequest(ApiModel):
     party: Name = Field(
         description="the SEC Party that sent the hubs; printable text (no control characters "
         "or line breaks)"
+    )
+    again: StrictBool = Field(
+        default=False,
+        description="import it although a closed batch had the same booking (a work order "
+        "flashed again on purpose); without it such an import is refused",
     )
 
     @classmethod
@@ -298,7 +323,7 @@ class BatchImportRequest(ApiModel):
             raise ApiError(400, "the request body is not JSON") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the request body is not a JSON object")
-        values = {k: data.get(k) for k in IMPORT_FIELDS}
+        values = {k: data[k] for k in IMPORT_FIELDS if k in data}
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -334,6 +359,37 @@ class BatchImported(ApiModel):
 
     batch: str = Field(examples=["B000001"])
     guids: int = Field(description="GUIDs in its manifest")
+
+
+class GuidView(ApiModel):
+    """One GUID of a batch: where it is, and its outcome once it has one."""
+
+    guid: GuidField
+    line: int = Field(description="its line in the manifest")
+    status: GuidStatus = Field(
+        description="`pending` not seen yet, `in_progress` in a slot, `interrupted` cut short "
+        "(resumes when seen again), `final` has its outcome"
+    )
+    outcome: Outcome | None
+    model: DeviceModelField | None = Field(
+        description="the Device Model the hub identified as, else the one declared"
+    )
+    from_version: FirmwareVersionField | None = Field(description="firmware before")
+    to_version: FirmwareVersionField | None = Field(description="firmware after")
+    attempts: int
+    rig: int | None
+    slot: int | None
+    finished: IsoDateTime | None
+    failure_stage: Stage | None
+    failure_code: str | None
+    failure_detail: str | None
+
+
+class BatchGuids(ApiModel):
+    """Every GUID of a batch, sorted by GUID."""
+
+    batch: str = Field(examples=["B000001"])
+    guids: list[GuidView]
 
 
 class ReportFiles(ApiModel):
@@ -410,6 +466,14 @@ CLOSE_BATCH: Final = Endpoint(
     BatchView,
     errors=(404, 409),
 )
+BATCH_GUIDS: Final = Endpoint(
+    "getBatchGuids",
+    "GET",
+    "/v1/batches/{batch}/guids",
+    "A batch's GUIDs with their outcomes",
+    BatchGuids,
+    errors=(404,),
+)
 REPORT: Final = Endpoint(
     "getReport",
     "GET",
@@ -433,6 +497,7 @@ ENDPOINTS: Final[tuple[Endpoint[Any], ...]] = (
     IMPORT_BATCH,
     BATCH,
     CLOSE_BATCH,
+    BATCH_GUIDS,
     REPORT,
     REJECTED,
     RELOAD_CATALOG,

@@ -3,7 +3,8 @@
 One daemon per station: it holds the station's lock (jigd.startup) for its whole life, and a
 start-up failure (lock held, port in use, socket path unusable) is a StartupError, which
 `jigd run` turns into one line and exit 2. SIGHUP re-reads the firmware catalog. The metrics
-endpoint listens before the station starts; the control API and the MQTT publisher start once
+endpoint listens before the station starts; the control API, the web view (`[web]`, its token
+file read before anything starts) and the MQTT publisher start once
 the store is recovered, the catalog loaded and the rigs' tasks started;
 they all live in one TaskGroup with the station, so one failing takes the process down cleanly
 rather than leaving it half alive.
@@ -32,7 +33,7 @@ from jigd.metrics import StationMetrics, serve_metrics
 from jigd.mqtt import MqttPublisher
 from jigd.mqtt_settings import check_mqtt_settings
 from jigd.sdnotify import Notifier, watchdog_interval_s
-from jigd.secrets import MasterKeys, Secret, load_password
+from jigd.secrets import MasterKeys, Secret, load_password, load_token
 from jigd.service import StatusReporter, install_test_loop_blocker
 from jigd.startup import StartupError, lock_path, os_reason, station_lock
 from jigd.station import Station, StationObserver
@@ -82,6 +83,7 @@ async def _run_locked(
 ) -> None:
     metrics = StationMetrics(mqtt_enabled=config.mqtt.enabled)
     password = await _mqtt_password(config)
+    web_token = await _web_token(config)
     await check_socket_path(config.control_socket)
     station = Station(
         config,
@@ -107,6 +109,8 @@ async def _run_locked(
             if running.done():
                 return  # it failed: the TaskGroup raises its error
             await services.enter_async_context(serve_control(station, config.control_socket))
+            if web_token is not None:
+                await _serve_web(services, station, web_token)
             for status in station.slots():  # every slot appears in the metrics from the start
                 metrics.observer().on_slot(status)
             refresh = tasks.create_task(
@@ -138,6 +142,19 @@ async def _run_locked(
         notifier.close()
         if uninstall is not None:
             uninstall()
+
+
+async def _web_token(config: StationConfig) -> Secret | None:
+    """The web view's token, read before the station starts (SecretsError naming the file)."""
+    if config.web.listen is None or config.web.token_file is None:
+        return None
+    return await asyncio.to_thread(load_token, config.web.token_file)
+
+
+async def _serve_web(services: AsyncExitStack, station: Station, token: Secret) -> None:
+    from jigd.web import serve_web  # aiohttp's TCP server only when the view is configured
+
+    await services.enter_async_context(serve_web(station, station.config.web, token))
 
 
 async def _serve_metrics(

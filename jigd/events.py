@@ -1,6 +1,7 @@
 """Domain events: the records several daemon layers share (docs/architecture.md, "Contracts").
 
-A slot's state (`SlotStatus`), a GUID's final result (`GuidResult`), and the events the store
+A slot's state (`SlotStatus`), what a hub link did (`LinkStats`), a GUID's final result
+(`GuidResult`), and the events the store
 journals and queues in its outbox: a result, a batch summary, an alert. An event is a pydantic
 model whose JSON text is its payload, exactly as committed and delivered, with a unique
 `event_id` (uuid4 hex, generated when the event is built, so a redelivery after a crash carries
@@ -18,7 +19,7 @@ import enum
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Final, Literal
@@ -44,6 +45,7 @@ __all__ = [
     "GuidLists",
     "GuidResult",
     "InvalidResultError",
+    "LinkStats",
     "OutboxEvent",
     "OutcomeCounts",
     "ResultEvent",
@@ -57,6 +59,7 @@ __all__ = [
     "parse_utc",
     "rejected_alert_event",
     "result_event",
+    "set_aside_alert_event",
 ]
 
 RESULT_SCHEMA: Final = "jigd.result/1"
@@ -164,6 +167,9 @@ class AlertKind(enum.StrEnum):
     # a catalog entry whose image failed verification (when the catalog was read) or failed a
     # flash (changed on disk, refused by a hub's bootloader): never flashed until fixed
     CATALOG_ENTRY_REJECTED = "catalog_entry_rejected"
+    # a hub of a batch just imported that was rejected (not_in_batch) before the import and has
+    # not been put back since: re-insert it (one alert per GUID)
+    HUB_SET_ASIDE = "hub_set_aside"
 
 
 class EventKind(enum.StrEnum):
@@ -203,6 +209,19 @@ class SlotWait:
     what: str
     since: float  # monotonic
     limit_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    """What one hub link did, reported when it closes: for the link metrics (`errors` by the
+    kinds of docs/metrics.md, "Link error kinds")."""
+
+    bytes_uploaded: int
+    errors: Mapping[str, int]
+    bytes_dropped: int
+    slot: int = 0
+    frame_bytes: int | None = None  # what the link's upload settled on, if it uploaded
+    window: int | None = None
 
 
 class InvalidResultError(ValueError):
@@ -381,6 +400,12 @@ class SummaryEvent(Event):
     pending: int
     counts: OutcomeCounts
     guids: GuidLists | None = Field(description="present when the batch is closed")
+    set_aside: list[GuidField] | None = Field(
+        default=None,
+        description="present when the batch is closed: the `not_received` GUIDs that were put "
+        "in a slot before the batch was imported (rejected then, `not_in_batch`) and never put "
+        "back, sorted",
+    )
 
 
 class AlertEvent(Event):
@@ -440,6 +465,26 @@ def rejected_alert_event(
         rig=rig,
         slot=slot,
         reason=reason,
+    )
+
+
+def set_aside_alert_event(
+    batch_id: str, guid: Guid, rig: int, slot: int, seen_at: datetime, *, now: datetime
+) -> AlertEvent:
+    """A GUID of the batch just imported that was rejected before the import: put it back."""
+    return AlertEvent(
+        event_id=new_event_id(),
+        ts=now,
+        kind=AlertKind.HUB_SET_ASIDE,
+        message=(
+            f"rig {rig} slot {slot}: hub {guid} was put in at {format_utc(seen_at)}, before "
+            f"batch {batch_id} was imported, and rejected (not_in_batch); it was not written: "
+            "re-insert it"
+        ),
+        guid=guid,
+        rig=rig,
+        slot=slot,
+        reason="not_in_batch",
     )
 
 

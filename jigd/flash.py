@@ -37,6 +37,7 @@ from drivers.hub_link import (
     await_reset,
 )
 from firmware_catalog import Catalog, CatalogEntry, CatalogError, Image, SelectionError
+from jigd.boot import NO_BOOT, BootLimits, boot_limits
 from jigd.config import TimeoutConfig
 from jigd.model import DeviceModel, FirmwareVersion, Outcome, Stage
 from jigd.secrets import MasterKeys
@@ -47,6 +48,7 @@ _LOGGER = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+BOOT_TIMEOUT_SLACK_S: Final = 1.0  # the await_boot stage's timeout beyond the boot limit
 # Failure codes that no retry can change: the hub is failed at once.
 FINAL_CODES: Final = frozenset(
     {
@@ -64,8 +66,8 @@ class FlashError(Exception):
     """A stage failed. `code` is the Fault Analysis code; `retryable` says if a retry may help.
 
     `locked` says how the procedure left the hub: True locked (never unlocked, or locked again
-    after the failure), False unlocked (locking it again failed), None not known (the error
-    did not come from the procedure).
+    after the failure), False unlocked (locking it again failed, or the hub is silent), None
+    not known (the error did not come from the procedure).
     """
 
     def __init__(
@@ -76,12 +78,15 @@ class FlashError(Exception):
         *,
         retryable: bool = True,
         image: CatalogEntry | None = None,
+        silent: bool = False,
     ) -> None:
         super().__init__(f"stage {stage}: {code}: {detail}")
         self.stage = stage
         self.code = code
         self.detail = detail
         self.retryable = retryable and code not in FINAL_CODES
+        # The hub stopped answering (it did not boot): nothing more is asked of it on this link.
+        self.silent = silent
         # The catalog entry whose image caused the failure (it changed on disk, or the hub's
         # bootloader refused it), for the station to stop flashing it.
         self.image = image
@@ -109,6 +114,8 @@ class StageHooks:
     on_stage: Callable[[Stage], None] = lambda stage: None
     on_progress: Callable[[int, int], None] = lambda done, total: None
     on_stage_done: Callable[[Stage, float], None] = lambda stage, seconds: None
+    # A wait for the hub's boot begins (its limit in seconds) or, with None, ends.
+    on_boot_wait: Callable[[float | None], None] = lambda limit_s: None
     # Awaited as soon as an upload completes (bytes sent, offset resumed from), so the journal
     # shows a finished upload even if the attempt is cut short in a later stage.
     on_uploaded: Callable[[int, int], Awaitable[None]] = field(default=_nothing_uploaded)
@@ -145,8 +152,10 @@ class FlashProcedure:
         label: str,
         hooks: StageHooks | None = None,
         reset_delay_s: float = DEFAULT_RESET_DELAY_S,
+        boot: BootLimits | None = None,
     ) -> None:
         self._catalog = catalog
+        self._boot = boot or boot_limits(timeouts, None)
         self._reset_delay_s = reset_delay_s
         self._master_keys = master_keys
         self._pilot_models = pilot_models
@@ -168,11 +177,12 @@ class FlashProcedure:
         try:
             return await self._run(link, identity)
         except FlashError as exc:
-            exc.locked = (
-                await lock_again(link, self._timeouts.stage_s, self._label)
-                if self._unlocked
-                else True
-            )
+            if not self._unlocked:
+                exc.locked = True
+            elif exc.silent:
+                exc.locked = False  # a hub that does not answer cannot be locked
+            else:
+                exc.locked = await lock_again(link, self._timeouts.stage_s, self._label)
             raise
 
     async def _run(self, link: HubLink, identity: HubIdentity) -> FlashSuccess:
@@ -205,11 +215,7 @@ class FlashProcedure:
             if secondary is None or not secondary.pending:
                 await self._stage(Stage.MARK_TEST, self._timeouts.stage_s, link.mark_test(sha))
             await self._stage(Stage.RESET, self._timeouts.stage_s, link.reset())
-            boot_s = self._timeouts.boot_s + self._timeouts.swap_s
-            booted = await_reset(
-                link, timeout_s=boot_s, reset_delay_s=self._reset_delay_s, pending_hash=sha
-            )
-            await self._stage(Stage.AWAIT_BOOT, boot_s, booted)
+            await self._await_boot(link, sha)
             flashed = True
         states = await self._stage(Stage.VERIFY, self._timeouts.stage_s, link.image_state())
         active = _active(states)
@@ -222,6 +228,30 @@ class FlashProcedure:
         return FlashSuccess(
             entry, flashed=flashed, bytes_uploaded=uploaded, resumed_from=resumed_from
         )
+
+    async def _await_boot(self, link: HubLink, sha: bytes) -> None:
+        """Stage `await_boot`: the reset takes effect and the hub boots within its limit; a hub
+        that does not fails `no_boot`, silent (the slot power cycles it once)."""
+        limit_s = self._boot.after_reset
+        booted = await_reset(
+            link, timeout_s=limit_s, reset_delay_s=self._reset_delay_s, pending_hash=sha
+        )
+        self._hooks.on_boot_wait(limit_s)
+        try:
+            # The stage's own timeout only backs up await_reset's, which says more.
+            await self._stage(Stage.AWAIT_BOOT, limit_s + BOOT_TIMEOUT_SLACK_S, booted)
+        except FlashError as exc:
+            if exc.code == NO_BOOT:
+                raise FlashError(
+                    Stage.AWAIT_BOOT,
+                    NO_BOOT,
+                    f"no answer to echo within {limit_s:g} s of the reset "
+                    f"({self._boot.explain(swap=True)})",
+                    silent=True,
+                ) from exc
+            raise
+        finally:
+            self._hooks.on_boot_wait(None)
 
     def _verify(self, active: ImageSlotState, entry: CatalogEntry) -> None:
         sha = image_hash_of(entry)

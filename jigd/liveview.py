@@ -9,23 +9,53 @@ from __future__ import annotations
 
 import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Final
 
 from drivers.untrusted import FIELD_LIMIT, printable
-from jigd.control_api import BatchView, StatusResponse
+from jigd.control_api import BatchView, RigView, SlotView, StatusResponse
+from jigd.events import format_utc
 from jigd.model import Outcome
 
-__all__ = ["batch_line", "counts_text", "progress_line", "redraw", "render_status", "timestamped"]
+__all__ = [
+    "batch_line",
+    "batch_text",
+    "counts_text",
+    "progress_line",
+    "redraw",
+    "render_status",
+    "set_aside_lines",
+    "slot_table",
+    "timestamped",
+]
 
 BAR_WIDTH: Final = 20
+SLOT_BAR_WIDTH: Final = 4
+WIDTH: Final = 80  # the narrowest terminal the table is made for
 _CLEAR: Final = "\x1b[H\x1b[2J"
 
+# The slot table's columns: name and width (a longer value widens its row, never joins the next
+# column). Wait and detail text span the stage, progress, attempt and time columns.
+_COLUMNS: Final = (
+    ("slot", 4),
+    ("state", 9),
+    ("guid", 23),
+    ("stage", 13),
+    ("progress", SLOT_BAR_WIDTH + 7),
+    ("att", 3),
+    ("time/expect", 11),
+)
+_MODEL: Final = ("model", 13)  # after the GUID, where the terminal is wide enough
+_TABLE_WIDTH: Final = sum(w for _, w in _COLUMNS) + len(_COLUMNS) - 1
+_SPAN_START: Final = 3  # the stage column: where wait and detail text start
 
-def _bar(percent: float) -> str:
-    filled = round(BAR_WIDTH * percent / 100)
-    return "#" * filled + "." * (BAR_WIDTH - filled)
+
+def _bar(percent: float, width: int = BAR_WIDTH) -> str:
+    filled = round(width * percent / 100)
+    return "#" * filled + "." * (width - filled)
 
 
 def _eta(seconds: float | None) -> str:
@@ -36,45 +66,131 @@ def _eta(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
+def _clock(seconds: float | None) -> str:
+    """`2:05` (or `1:02:05` past an hour); `-` when not known."""
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}:{secs:02d}"
+    return _eta(seconds)
+
+
 def _shown(text: str) -> str:
     return printable(text, FIELD_LIMIT)
 
 
-def render_status(status: StatusResponse) -> str:
-    """A text table of rigs, slots and open batches, as `jigctl status` and `watch` show it."""
+def _fit(text: str, width: int) -> str:
+    """`text`, cut to `width` characters with `...` where it was cut."""
+    return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
+
+
+def _cells(cells: list[str], widths: list[int]) -> str:
+    return " ".join(f"{cell:<{w}}" for cell, w in zip(cells, widths, strict=True))
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return _cells(cells, widths).rstrip()
+
+
+def _slot_cells(slot: SlotView, up: bool) -> tuple[list[str], str | None]:
+    """A slot's cells, and the text (a wait, a detail) that spans the columns from the stage on
+    instead, if any."""
+    state = slot.state if up else "offline"
+    guid = "-" if slot.guid is None else str(slot.guid)
+    busy = slot.state == "busy"
+    progress = ""
+    if busy and slot.stage == "upload":
+        progress = f"{_bar(slot.progress, SLOT_BAR_WIDTH)} {slot.progress:5.1f}%"
+    attempt = str(slot.attempts) if slot.attempts else ""
+    elapsed = (
+        "" if slot.elapsed_s is None else f"{_clock(slot.elapsed_s)}/{_clock(slot.expected_s)}"
+    )
+    cells = [f"{slot.rig}/{slot.slot}", state, guid, "", progress, attempt, elapsed]
+    span = None
+    if slot.wait is not None:
+        wait = slot.wait
+        span = f"waiting for {_shown(wait.what)} {wait.waited_s:.0f}/{wait.limit_s:.0f} s"
+    elif slot.stage is not None:
+        cells[_SPAN_START] = slot.stage
+    elif slot.detail and not busy:
+        outcome = f"{slot.outcome}: " if slot.outcome else ""
+        span = outcome + _shown(slot.detail)
+    elif slot.outcome is not None:
+        cells[_SPAN_START] = slot.outcome
+    return cells, span
+
+
+def slot_table(rigs: list[RigView], width: int = WIDTH) -> list[str]:
+    """The slot table: a header, then a row per slot, every column apart, within `width`
+    columns (with the Device Model where there is room for it)."""
+    columns = list(_COLUMNS)
+    with_model = width >= _TABLE_WIDTH + 1 + _MODEL[1]
+    if with_model:
+        columns.insert(_SPAN_START, _MODEL)
+    widths = [w for _, w in columns]
+    start = _SPAN_START + with_model
+    span_at = sum(widths[:start]) + start
+    lines = [_row([name for name, _ in columns], widths)]
+    for rig in rigs:
+        for slot in rig.slots:
+            cells, span = _slot_cells(slot, rig.up)
+            if with_model:
+                cells.insert(_SPAN_START, "" if slot.model is None else str(slot.model))
+            if span is None:
+                lines.append(_row(cells, widths))
+                continue
+            # The span takes the stage's and progress' room, and the attempt's and time's if
+            # it needs them; they follow it when it leaves room for them.
+            tail = _row(cells[start + 2 :], widths[start + 2 :])
+            room = sum(widths[start : start + 2]) + 1
+            text = _fit(span, max(width - span_at, room))
+            if tail and len(text) <= room:
+                text = f"{text:<{room}} {tail}"
+            lines.append(_cells(cells[:start], widths[:start]) + " " + text)
+    return lines
+
+
+def render_status(status: StatusResponse, width: int = WIDTH) -> str:
+    """What `jigctl status` and `watch` show: the station, open batches (two lines each), then
+    the slot table; every line within `width` columns (at least 80)."""
+    width = max(width, WIDTH)
+    rate = "-" if status.hubs_per_hour is None else f"{status.hubs_per_hour:g}"
     lines = [
-        f"station {_shown(status.station)}   up {_eta(status.uptime_s)}   "
-        f"{status.hubs_per_hour or '-'} hubs/h   "
-        f"outbox {status.outbox_depth}"
+        _fit(
+            f"station {_shown(status.station)}   up {_eta(status.uptime_s)}   "
+            f"{rate} hubs/h   outbox {status.outbox_depth}",
+            width,
+        )
     ]
     for batch in status.batches:
-        counts = batch.counts
         done = batch.expected - batch.pending
         percent = 100.0 * done / batch.expected if batch.expected else 100.0
-        lines.append(
-            f"batch {batch.batch} ({_shown(batch.booking)}, {_shown(batch.party)}) "
-            f"[{_bar(percent)}] {done}/{batch.expected}  "
-            f"reflashed {counts[Outcome.REFLASHED]}  current {counts[Outcome.ALREADY_CURRENT]}  "
-            f"failed {counts[Outcome.FAILED]}  ETA {_eta(batch.eta_s)}"
+        head = (
+            f"batch {batch.batch} [{_bar(percent)}] {done}/{batch.expected}  "
+            f"ETA {_eta(batch.eta_s)}"
         )
-    lines.extend(
-        f"catalog: {entry.model} {entry.firmware_version} NOT FLASHED ({entry.code}): "
-        f"{entry.reason} [sha256 {entry.sha256}]"
-        for entry in status.catalog_rejected
-    )
-    lines.append(f"{'slot':<12}{'state':<10}{'guid':<25}{'stage':<14}{'progress':<28}att")
-    for rig in status.rigs:
-        for slot in rig.slots:
-            name = f"rig{slot.rig}/slot{slot.slot}"
-            state = slot.state if rig.up else "offline"
-            progress = ""
-            if slot.state == "busy" and slot.stage == "upload":
-                progress = f"[{_bar(slot.progress)}] {slot.progress:5.1f}%"
-            stage = slot.stage or slot.outcome or _shown(slot.detail)
-            guid = "-" if slot.guid is None else str(slot.guid)
-            lines.append(
-                f"{name:<12}{state:<10}{guid:<25}{stage:<14}{progress:<28}{slot.attempts or ''}"
+        who = f"  {_shown(batch.booking)} / {_shown(batch.party)}"
+        lines.append(head + _fit(who, width - len(head)))
+        counts = batch.counts
+        lines.append(
+            _fit(
+                f"  reflashed {counts[Outcome.REFLASHED]}  current "
+                f"{counts[Outcome.ALREADY_CURRENT]}  failed {counts[Outcome.FAILED]}  "
+                f"busy {batch.busy_slots}  pending {batch.pending}",
+                width,
             )
+        )
+        lines.extend(_fit(f"  {line}", width) for line in set_aside_lines(batch))
+    for entry in status.catalog_rejected:  # what to fix: wrapped, never cut
+        lines += textwrap.wrap(
+            f"catalog: {entry.model} {entry.firmware_version} NOT FLASHED ({entry.code}): "
+            f"{_shown(entry.reason)}",
+            width,
+            subsequent_indent="  ",
+        )
+        lines.append(f"  sha256 {entry.sha256}")
+    lines.extend(slot_table(status.rigs, width))
     return "\n".join(lines)
 
 
@@ -106,10 +222,38 @@ def batch_line(batch: BatchView) -> str:
     )
 
 
+def set_aside_lines(batch: BatchView) -> list[str]:
+    """`set aside, re-insert: GUID (rig R slot S, seen HH:MM:SS)`, one line per hub of the batch
+    put in a slot before the batch was imported and not put back since (the time is UTC)."""
+    return [
+        f"set aside, re-insert: {hub.guid} (rig {hub.rig} slot {hub.slot}, "
+        f"seen {hub.seen_at.astimezone(UTC):%H:%M:%S})"
+        for hub in batch.set_aside
+    ]
+
+
 def progress_line(elapsed_s: float, batch: BatchView, rejected: int) -> str:
     """The demo's progress line when it does not redraw the table."""
     done = batch.expected - batch.pending
+    aside = f"  set aside {len(batch.set_aside)}" if batch.set_aside else ""
     return (
         f"  {elapsed_s:6.1f} s  {done}/{batch.expected} done  "
-        f"{counts_text(batch.counts, nonzero=True)}  rejected {rejected}"
+        f"{counts_text(batch.counts, nonzero=True)}  rejected {rejected}{aside}"
     )
+
+
+def batch_text(batch: BatchView) -> list[str]:
+    """One batch for a person, as `jigctl batch show` prints it: the names reports use
+    (`manifest`), times in their `Z` form, the counts, then the hubs to put back in a slot."""
+    closed = "-" if batch.closed_at is None else format_utc(batch.closed_at)
+    lines = [
+        f"batch      {batch.batch}  ({batch.status})",
+        f"booking    {_shown(batch.booking)}",
+        f"party      {_shown(batch.party)}",
+        f"manifest   {_shown(batch.source)}",
+        f"created    {format_utc(batch.created_at)}",
+        f"closed     {closed}",
+        f"expected   {batch.expected}   received {batch.received}   pending {batch.pending}",
+    ]
+    lines.extend(f"{outcome + ':':<17}{count}" for outcome, count in batch.counts.items())
+    return lines + set_aside_lines(batch)

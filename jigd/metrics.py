@@ -34,9 +34,8 @@ from prometheus_client.metrics_core import Metric
 
 from firmware_catalog import Catalog, Status
 from jigd import __version__
-from jigd.events import BatchStatus, GuidResult, SlotStatus
+from jigd.events import BatchStatus, GuidResult, LinkStats, SlotStatus
 from jigd.model import Outcome, SlotState, Stage
-from jigd.slot import LinkStats
 from jigd.station import StationObserver
 from jigd.store import BatchInfo, Store, StoreError, UnknownBatchError
 

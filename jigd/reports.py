@@ -32,6 +32,7 @@ __all__ = [
     "RESULTS_COLUMNS",
     "SMI_UPDATE_COLUMNS",
     "SUMMARY_SCHEMA",
+    "SetAsideEntry",
     "SummaryReport",
     "write_reports",
 ]
@@ -58,6 +59,7 @@ RESULTS_COLUMNS = (
     "finished",
     "failure_stage",
     "failure_code",
+    "device_model",  # appended last (issue 14): readers that use positions keep working
 )
 SMI_UPDATE_COLUMNS = ("guid", "firmware_version")
 FAULT_ANALYSIS_COLUMNS = (
@@ -70,6 +72,17 @@ FAULT_ANALYSIS_COLUMNS = (
     "locked",
 )
 LINK_ERRORS_SEPARATOR = " | "
+
+
+class SetAsideEntry(BaseModel):
+    """A GUID put in a slot before its batch was imported and not put back since."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    guid: GuidField
+    rig: int = Field(description="where it was last rejected (`not_in_batch`)")
+    slot: int
+    seen_at: UtcDateTime
 
 
 class SummaryReport(BaseModel):
@@ -94,13 +107,19 @@ class SummaryReport(BaseModel):
     counts: OutcomeCounts
     guids: GuidLists
     pending_guids: list[GuidField]
+    set_aside: list[SetAsideEntry] = Field(
+        description="GUIDs seen in a slot before the batch was imported and not put back: "
+        "pending while the batch is open, not_received once it is closed"
+    )
 
 
 async def write_reports(store: Store, batch_id: str, out_dir: Path) -> list[Path]:
     """Write the four report files of the batch into `out_dir`; returns their paths.
 
     Works for an open batch too (an interim report): GUIDs without an outcome then have an
-    empty outcome in results.csv and are listed in summary.json's `pending_guids`.
+    empty outcome in results.csv and are listed in summary.json's `pending_guids`. Hubs seen
+    before the batch was imported and not put back are listed in summary.json's `set_aside`
+    (among the pending GUIDs while open, among the not_received once closed).
     """
     files = await render_reports(store, batch_id)
     paths = await asyncio.to_thread(write_report_files, out_dir, files)
@@ -117,6 +136,7 @@ async def render_reports(store: Store, batch_id: str) -> dict[str, str]:
     """The four report files of the batch, file name -> text (as `write_reports` writes them)."""
     info = await store.get_batch(batch_id)
     states = await store.batch_results(batch_id)
+    aside = await store.set_aside(batch_id)
     now = datetime.now(UTC)
     started = [s.started for s in states if s.started is not None]
     finished = [s.finished for s in states if s.finished is not None]
@@ -138,6 +158,9 @@ async def render_reports(store: Store, batch_id: str) -> dict[str, str]:
         counts=OutcomeCounts(**{o.value: len(guids[o]) for o in Outcome}),
         guids=GuidLists(**{o.value: guids[o] for o in Outcome}),
         pending_guids=[s.guid for s in states if s.outcome is None],
+        set_aside=[
+            SetAsideEntry(guid=h.guid, rig=h.rig, slot=h.slot, seen_at=h.seen_at) for h in aside
+        ],
     )
     return {
         SUMMARY_FILE: summary.model_dump_json(by_alias=True, indent=2) + "\n",
@@ -177,6 +200,7 @@ def _result_row(state: GuidState) -> list[str]:
             state.finished,
             state.failure_stage,
             state.failure_code,
+            state.model,
         )
     ]
 

@@ -1,4 +1,4 @@
-"""Secrets of a station: unlock master keys per manufacturer, the MQTT password.
+"""Secrets of a station: unlock master keys per manufacturer, the MQTT password, the web token.
 
 Values are wrapped in `Secret`, whose `str` and `repr` never show the value, so a secret that
 reaches a log line, an exception or a report by mistake shows as `Secret(***)`. Files holding
@@ -13,7 +13,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MasterKeys", "Secret", "SecretsError", "load_master_keys", "load_password"]
+__all__ = [
+    "MasterKeys",
+    "Secret",
+    "SecretsError",
+    "load_master_keys",
+    "load_password",
+    "load_token",
+]
 
 MASTER_KEY_BYTES = 32
 
@@ -104,3 +111,12 @@ def load_password(path: Path, *, strict_mode: bool = True) -> Secret:
     if not line:
         raise SecretsError(f"{path}: the password file is empty")
     return Secret(line)
+
+
+def load_token(path: Path) -> Secret:
+    """The web view's bearer token file (0600 or stricter): its text without surrounding white
+    space; refused when empty."""
+    raw = _read_private(path, strict_mode=True).strip()
+    if not raw:
+        raise SecretsError(f"{path}: the web token file is empty; write a long random token in it")
+    return Secret(raw)

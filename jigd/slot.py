@@ -22,25 +22,22 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
-from drivers.errors import DriverError, NoJigGroup, RigError
+from drivers.errors import DriverError, LinkError, NoJigGroup, RigError
 from drivers.hub_link import (
-    DEFAULT_BUF_COUNT,
-    DEFAULT_BUF_SIZE,
-    DEFAULT_RESET_DELAY_S,
-    FrameLimits,
     HubIdentity,
     HubLink,
-    LinkOptions,
     await_boot,
 )
 from drivers.registry import HubDriver
 from firmware_catalog import Catalog
+from jigd.boot import NO_BOOT, WHAT_TO_DO, BootLimits, Heard, boot_limits, dead_hub_detail
 from jigd.config import HubModelConfig, RetryConfig, SlotConfig, TimeoutConfig
-from jigd.events import GuidResult, InvalidResultError, SlotStatus
+from jigd.events import GuidResult, InvalidResultError, LinkStats, SlotStatus, SlotWait
 from jigd.flash import FlashError, FlashProcedure, FlashSuccess, StageHooks, lock_again
 from jigd.model import DeviceModel, Guid, LedColour, Outcome, SlotState, Stage
+from jigd.receiver import HubReceiverSettings, receiver_settings
 from jigd.secrets import MasterKeys
 from jigd.slot_attempts import (
     LEFT_UNLOCKED,
@@ -52,12 +49,12 @@ from jigd.slot_attempts import (
 )
 from jigd.store import BatchRef, GuidState, GuidStatus, Store, StoreError
 
-__all__ = ["LinkStats", "SlotDeps", "SlotWorker"]
+__all__ = ["SlotDeps", "SlotWorker"]
 
 _LOGGER = logging.getLogger(__name__)
 
 POWER_OFF_S: Final = 0.5  # how long a slot stays unpowered in a power cycle
-IDENTIFY_ATTEMPTS: Final = 3
+IDENTIFY_TRIES: Final = 2  # tries to identify a hub just put in: one power cycle between them
 PROGRESS_STEP: Final = 0.5  # percent: smaller progress changes are not reported
 # From the end of the upload to the lock, an attempt is let finish when jigd stops: cutting it
 # would not harm the hub (swaps are power-fail safe, attempts resume), but finishing it records
@@ -78,48 +75,6 @@ class RigPort(Protocol):
     async def power(self, slot: int, on: bool) -> None: ...
 
     async def led(self, slot: int, colour: LedColour) -> None: ...
-
-
-# Safe for Zephyr's UART transport: CONFIG_UART_MCUMGR_RX_BUF_COUNT's default. (Zephyr 3.4's
-# CONFIG_MCUMGR_TRANSPORT_UART_MTU does not limit what it receives: buf_size does.)
-DEFAULT_LINE_BUFFERS: Final = 2
-
-
-@dataclass(frozen=True, slots=True)
-class HubReceiverSettings:
-    """A slot's hub receiver settings, resolved: Device Model over slot over defaults."""
-
-    buf_size: int
-    buf_count: int
-    limits: FrameLimits
-    reset_delay_s: float
-
-    def link_options(self, *, timeout_s: float, request_retries: int) -> LinkOptions:
-        """The options of a link to such a hub."""
-        return LinkOptions(
-            timeout_s=timeout_s,
-            request_retries=request_retries,
-            buf_size=self.buf_size,
-            buf_count=self.buf_count,
-            limits=self.limits,
-        )
-
-
-def receiver_settings(slot: SlotConfig, model: HubModelConfig | None) -> HubReceiverSettings:
-    """Resolve the receiver settings of `slot` for a hub of `model` (its `[[hub_models]]`)."""
-    sources = [source for source in (model, slot) if source is not None]
-
-    def pick(name: str, default: Any) -> Any:
-        return next((v for s in sources if (v := getattr(s, name)) is not None), default)
-
-    return HubReceiverSettings(
-        buf_size=pick("buf_size", DEFAULT_BUF_SIZE),
-        buf_count=pick("buf_count", DEFAULT_BUF_COUNT),
-        limits=FrameLimits(
-            line_buffers=pick("line_buffers", DEFAULT_LINE_BUFFERS), mtu=pick("mtu", None)
-        ),
-        reset_delay_s=pick("reset_delay_s", DEFAULT_RESET_DELAY_S),
-    )
 
 
 async def _image_kept(error: FlashError) -> bool:
@@ -147,18 +102,8 @@ class SlotDeps:
     # flashed, so no retry is made with it.
     on_image_fault: Callable[[FlashError], Awaitable[bool]] = field(default=_image_kept)
     hub_models: Mapping[DeviceModel, HubModelConfig] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class LinkStats:
-    """What one hub link did, reported when it closes: for the link metrics."""
-
-    bytes_uploaded: int
-    errors: Mapping[str, int]
-    bytes_dropped: int
-    slot: int = 0
-    frame_bytes: int | None = None  # what the link's upload settled on, if it uploaded
-    window: int | None = None
+    # Seconds a hub of the Device Model is expected to take in the slot, once known.
+    expected_s: Callable[[DeviceModel], float | None] = lambda model: None
 
 
 class _InterruptedError(WorkInterruptedError):
@@ -185,6 +130,7 @@ class SlotWorker:
         self._draining = False
         self._uncut = 0  # > 0 while in a section that stopping must not cut (a power cycle)
         self._books = SlotAttempts(deps.store, rig.rig, config.slot, self._label)
+        self._heard: Heard | None = None  # when the hub last answered, and to which stage
 
     @property
     def label(self) -> str:
@@ -343,19 +289,21 @@ class SlotWorker:
         )
         await self._led(LedColour.AMBER)
         t0 = time.monotonic()
+        self._heard = None
         try:
             identity = await self._identify()
         except NoJigGroup as exc:
             await self._no_jig_group(exc)
             return
-        if identity is None:
+        if not isinstance(identity, HubIdentity):
             if await self._silent_since_interrupted(t0):
                 return
-            self._set(state=SlotState.ATTENTION, stage=None, detail="the hub does not answer")
+            _LOGGER.error("%s: %s", self._label, identity)
+            self._set(state=SlotState.ATTENTION, stage=None, detail=identity)
             await self._led(LedColour.BLINK)
             return
         guid = identity.guid
-        self._set(guid=guid, model=identity.model)
+        self._set(guid=guid, model=identity.model, expected_s=self._deps.expected_s(identity.model))
         ref = await self._deps.store.find_open_batch(guid)
         if ref is None:
             await self._reject(guid, "not_in_batch")
@@ -368,24 +316,47 @@ class SlotWorker:
             return
         await self._attempts(ref, identity)
 
-    async def _identify(self) -> HubIdentity | None:
-        """Open the link and identify the hub, power cycling between tries."""
-        for attempt in range(1, IDENTIFY_ATTEMPTS + 1):
+    async def _identify(self) -> HubIdentity | str:
+        """Open the link and identify the hub, power cycling once between two tries; if it
+        does not answer, why not and what to do."""
+        limits = self._limits(None)  # the hub's Device Model is not known yet
+        first = ""
+        for attempt in range(1, IDENTIFY_TRIES + 1):
             try:
                 async with await self._open() as link:
                     try:
                         # A hub just put in (or powered) is still booting: poll until it answers.
-                        await await_boot(link, timeout_s=self._deps.timeouts.boot_s)
-                        return await link.identify()
+                        await self._boot_wait(link, limits.after_power_on)
+                        identity = await link.identify()
                     finally:
                         self._report_link(link, 0)
             except NoJigGroup:
                 raise  # no retry or power cycle changes what the firmware implements
             except DriverError as exc:
                 _LOGGER.warning("%s: identify failed (try %d): %s", self._label, attempt, exc)
-            if attempt < IDENTIFY_ATTEMPTS:
+                first = first or f"{exc} ({limits.explain(swap=False)})"
+            else:
+                self._heard = Heard(time.monotonic(), Stage.IDENTIFY)
+                return identity
+            if attempt < IDENTIFY_TRIES:
                 await self._power_cycle()
-        return None
+        return dead_hub_detail(first, limits.after_power_on, None, time.monotonic())
+
+    async def _boot_wait(self, link: HubLink, limit_s: float) -> None:
+        """Wait for the hub to boot, at most `limit_s`, the slot showing the wait meanwhile."""
+        self._show_boot_wait(limit_s)
+        try:
+            await await_boot(link, timeout_s=limit_s)
+        finally:
+            self._show_boot_wait(None)
+
+    def _show_boot_wait(self, limit_s: float | None) -> None:
+        """The slot waits for its hub's boot, at most `limit_s` (None: no longer)."""
+        self._set(wait=None if limit_s is None else SlotWait("boot", time.monotonic(), limit_s))
+
+    def _limits(self, model: DeviceModel | None) -> BootLimits:
+        hub_model = self._deps.hub_models.get(model) if model is not None else None
+        return boot_limits(self._deps.timeouts, hub_model)
 
     async def _no_jig_group(self, exc: NoJigGroup) -> None:
         """A hub that speaks SMP without the jig group: it has no GUID to book, and is never
@@ -422,8 +393,8 @@ class SlotWorker:
         detail = (
             f"the hub in {self._label} was being flashed as {state.guid} (attempt "
             f"{attempt - 1}, last recorded stage {reached or 'none'}) when that attempt was "
-            f"interrupted, and has not answered since ({IDENTIFY_ATTEMPTS} tries, power cycled "
-            "between them)"
+            f"interrupted, and has not answered since ({IDENTIFY_TRIES} tries, power cycled "
+            f"between them). What to do: {WHAT_TO_DO}"
         )
         await self._deps.store.end_attempt(
             state.batch_id,
@@ -506,7 +477,6 @@ class SlotWorker:
         )
 
     async def _attempt_loop(self, ref: BatchRef, identity: HubIdentity, limit: int) -> None:
-        store = self._deps.store
         t0 = time.monotonic()
         failure: FlashError | None = None  # the furthest-reaching failure
         last: FlashError | None = None  # the last attempt's failure
@@ -530,32 +500,31 @@ class SlotWorker:
                 last = exc
                 if exc.locked is not None:
                     unlocked = not exc.locked
-                if not exc.retryable or tries == limit:
+                if exc.silent:
+                    link_errors.append(exc.detail)
+                # A hub that did not boot gets its one power cycle even in its last attempt.
+                last_try = not exc.retryable or tries == limit
+                if last_try and not exc.silent:
                     break
-                if self._stopping():
-                    # No retry now: the next run retries this hub from what it reports.
-                    await store.interrupt_attempt(
-                        ref.batch_id,
-                        identity.guid,
-                        attempt,
-                        stage=exc.stage,
-                        reason=f"{STOPPING_REASON} after {exc.code} at stage {exc.stage}",
-                    )
-                    raise _StoppingError(STOPPING_REASON) from exc
-                await store.end_attempt(
-                    ref.batch_id,
-                    identity.guid,
-                    attempt,
-                    stage=exc.stage,
-                    error_code=exc.code,
-                    error_detail=exc.detail,
-                    locked=exc.locked,
-                )
+                await self._stop_between(ref, identity.guid, attempt, exc)
                 _LOGGER.warning(
                     "%s: attempt %d failed: %s; power cycling", self._label, attempt, exc
                 )
-                if (again := await self._recover(identity)) is not None:
-                    identity, unlocked = again, False  # identified afresh: it says
+                if not exc.silent:
+                    await self._end(ref, identity.guid, attempt, exc)
+                # A hub that did not boot is power cycled within its attempt, so the attempt's
+                # record spans the wait; one silent after the power cycle is failed at once.
+                again = await self._recover(identity)
+                if isinstance(again, str):
+                    link_errors.append(again)
+                    failure = self._dead(failure or exc, exc, identity.model)
+                    break
+                identity, unlocked = again, False  # identified afresh: it says
+                if last_try:
+                    exc.locked = None  # the hub answers again: locked as it now says
+                    break
+                if exc.silent:
+                    await self._end(ref, identity.guid, attempt, exc)
                 continue
             await self._record(
                 await self._books.success(identity, ref.batch_id, attempt, success), t0
@@ -575,6 +544,40 @@ class SlotWorker:
             ),
             t0,
         )
+
+    async def _stop_between(self, ref: BatchRef, guid: Guid, attempt: int, exc: FlashError) -> None:
+        """If jigd is stopping, no retry now: the attempt is closed resumable (the next run
+        retries the hub from what it reports) and the work ends."""
+        if self._stopping():
+            await self._deps.store.interrupt_attempt(
+                ref.batch_id,
+                guid,
+                attempt,
+                stage=exc.stage,
+                reason=f"{STOPPING_REASON} after {exc.code} at stage {exc.stage}",
+            )
+            raise _StoppingError(STOPPING_REASON) from exc
+
+    async def _end(self, ref: BatchRef, guid: Guid, attempt: int, exc: FlashError) -> None:
+        """Record the attempt failed with `exc` (another follows)."""
+        await self._deps.store.end_attempt(
+            ref.batch_id,
+            guid,
+            attempt,
+            stage=exc.stage,
+            error_code=exc.code,
+            error_detail=exc.detail,
+            locked=exc.locked,
+        )
+
+    def _dead(self, failure: FlashError, last: FlashError, model: DeviceModel) -> FlashError:
+        """The failure of a hub silent after the power cycle that followed `last`: at the
+        furthest stage reached, `no_boot`, with what was seen last and what to do."""
+        first = last.detail if last.silent else f"stage {last.stage} failed ({last.code})"
+        limit_s = self._limits(model).after_reset
+        detail = dead_hub_detail(first, limit_s, self._heard, time.monotonic())
+        _LOGGER.error("%s: %s", self._label, detail)
+        return FlashError(failure.stage, NO_BOOT, detail, retryable=False)
 
     async def _left_locked(
         self, last: FlashError | None, identity: HubIdentity, *, unlocked: bool = False
@@ -621,6 +624,10 @@ class SlotWorker:
         def on_stage(stage: Stage) -> None:
             self._set(stage=stage)
 
+        def on_stage_done(stage: Stage, seconds: float) -> None:
+            self._heard = Heard(time.monotonic(), stage)  # each stage ends with the hub's answer
+            self._deps.on_stage_time(stage, seconds)
+
         def on_progress(done: int, total: int) -> None:
             nonlocal last_progress
             percent = 100.0 * done / total if total else 100.0
@@ -640,11 +647,13 @@ class SlotWorker:
             timeouts=self._deps.timeouts,
             label=self._label,
             reset_delay_s=receiver.reset_delay_s,
+            boot=self._limits(identity.model),
             hooks=StageHooks(
                 on_stage=on_stage,
                 on_progress=on_progress,
-                on_stage_done=self._deps.on_stage_time,
+                on_stage_done=on_stage_done,
                 on_uploaded=on_uploaded,
+                on_boot_wait=self._show_boot_wait,
             ),
         )
         try:
@@ -660,7 +669,8 @@ class SlotWorker:
                     if report := link.sizing_report():
                         _LOGGER.info("%s: link settled on %s", self._label, report)
         except FlashError as exc:
-            link_errors.extend(f"{k}: {n}" for k, n in sorted(link.link_errors.items()))
+            if isinstance(exc.__cause__, LinkError):
+                link_errors.append(str(exc.__cause__))  # counts by kind go to the metrics
             await store.record_stage(ref.batch_id, identity.guid, attempt, exc.stage, exc.code)
             if exc.image is not None and await self._deps.on_image_fault(exc):
                 exc.retryable = False  # the next attempt could only fail at select
@@ -681,22 +691,25 @@ class SlotWorker:
         )
         self._deps.on_link_stats(self._rig.rig, stats)
 
-    async def _recover(self, identity: HubIdentity) -> HubIdentity | None:
-        """Power cycle before a retry; re-identify (the same GUID must come back). None: the
-        hub is silent (the next attempt fails at its first stage and is counted)."""
+    async def _recover(self, identity: HubIdentity) -> HubIdentity | str:
+        """Power cycle before a retry, wait for the boot (a swap may be due) and re-identify
+        (the same GUID must come back); if the hub does not answer, the error."""
         if self._draining:
             # Between attempts: no attempt is open; the next start marks the GUID interrupted.
             raise _StoppingError(STOPPING_REASON)
         self._set(stage=Stage.IDENTIFY, progress=0.0)
         await self._power_cycle()
         try:
-            async with await self._open() as link:
-                boot_s = self._deps.timeouts.boot_s + self._deps.timeouts.swap_s
-                await await_boot(link, timeout_s=boot_s)
-                again = await link.identify()
+            async with await self._open(self._receiver(identity.model)) as link:
+                try:
+                    await self._boot_wait(link, self._limits(identity.model).after_reset)
+                    again = await link.identify()
+                finally:
+                    self._report_link(link, 0)
         except DriverError as exc:
             _LOGGER.warning("%s: hub silent after power cycle: %s", self._label, exc)
-            return None
+            return str(exc)
+        self._heard = Heard(time.monotonic(), Stage.IDENTIFY)
         if again.guid != identity.guid:
             _LOGGER.error(
                 "%s: a different hub %s answered after power cycling %s",

@@ -45,7 +45,7 @@ _LOGGER = logging.getLogger(__name__)
 
 STOPPING_REASON: Final = "jigd stopping"
 # How a failed hub that could not be locked again is flagged (slot detail, failure detail).
-LEFT_UNLOCKED: Final = "hub left unlocked (locking it again after the failure did not succeed)"
+LEFT_UNLOCKED: Final = "hub left unlocked (it could not be locked again after the failure)"
 _STAGE_ORDER: Final = {stage: index for index, stage in enumerate(Stage)}
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -32,21 +33,22 @@ from drivers.hub_link import HubLink, LinkOptions
 from drivers.registry import HubDriver, SlotParams, load_driver
 from firmware_catalog import Catalog, Untrusted
 from jigd.config import StationConfig
-from jigd.events import AlertKind, BatchStatus, GuidResult, SlotStatus
+from jigd.events import AlertKind, BatchStatus, GuidResult, LinkStats, SlotStatus
 from jigd.flash import FlashError
 from jigd.looplag import LoopLagMonitor
-from jigd.model import Guid, Outcome, SlotState, Stage
+from jigd.model import DeviceModel, Guid, Outcome, SlotState, Stage
 from jigd.rig import RigSupervisor
 from jigd.secrets import MasterKeys, load_master_keys
-from jigd.slot import LinkStats, SlotDeps, SlotWorker
+from jigd.slot import SlotDeps, SlotWorker
 from jigd.startup import StartupError
 from jigd.store import Store, StoreError, open_store
 
-__all__ = ["Station", "StationObserver"]
+__all__ = ["HubTimes", "Station", "StationObserver"]
 
 _LOGGER = logging.getLogger(__name__)
 
 RATE_WINDOW: Final = 50  # recent results used for the throughput estimate (ETA)
+TIMES_KEPT: Final = 20  # recent reflashed hubs' slot times per Device Model, for expected_s
 
 
 @dataclass
@@ -77,6 +79,21 @@ class _Throughput:
         return (len(self.finished) - 1) / span if span > 0 else None
 
 
+@dataclass
+class HubTimes:
+    """How long recent hubs of each Device Model took in their slot (reflashed ones only, the
+    usual case), so a slot can say how long its hub is expected to take: the median."""
+
+    recent: dict[DeviceModel, deque[float]] = field(default_factory=dict)
+
+    def add(self, model: DeviceModel, seconds: float) -> None:
+        self.recent.setdefault(model, deque(maxlen=TIMES_KEPT)).append(seconds)
+
+    def expected_s(self, model: DeviceModel) -> float | None:
+        times = self.recent.get(model)
+        return statistics.median(times) if times else None
+
+
 class Station:
     """Everything one jigd process drives."""
 
@@ -96,6 +113,7 @@ class Station:
         self._catalog: Catalog | None = None
         self.rigs: list[RigSupervisor] = []
         self.throughput = _Throughput()
+        self.hub_times = HubTimes()
         self.loop_lag = LoopLagMonitor()
         self.ready = asyncio.Event()
         self.started = time.monotonic()
@@ -251,6 +269,7 @@ class Station:
                 on_result=self._result,
                 on_link_stats=self._link_stats,
                 on_image_fault=self.image_fault,
+                expected_s=self.hub_times.expected_s,
             )
             self.rigs = [
                 RigSupervisor(
@@ -298,6 +317,8 @@ class Station:
             self.throughput.add()
         if result.outcome is Outcome.REFLASHED and result.image_sha256 is not None:
             self._booted_images.add(result.image_sha256)
+        if result.outcome is Outcome.REFLASHED and result.model is not None:
+            self.hub_times.add(result.model, seconds)
         for observer in self._observers:
             observer.on_result(result, seconds)
 

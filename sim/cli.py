@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
+from sim.bench_commands import add_bench_parsers
 from sim.commands import add_sim_parsers
 
 EXIT_OK = 0
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_keys_parser(commands)
     add_sim_parsers(commands)  # bound, pallet, serve, usb (sim/commands.py)
+    add_bench_parsers(commands)  # image, reinsert (sim/bench_commands.py)
     return parser
 
 

@@ -122,11 +122,33 @@ def _add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--baud", type=_positive, help="link speed (default 921600)")
     group.add_argument("--buf-size", dest="buf_size", type=_positive, help="SMP buffer size")
     group.add_argument("--buf-count", dest="buf_count", type=_positive, help="SMP buffers")
-    group.add_argument("--sector-erase-s", dest="sector_erase_s", type=_seconds)
-    group.add_argument("--page-program-s", dest="page_program_s", type=_seconds)
-    group.add_argument("--swap-s", dest="swap_s", type=_seconds)
-    group.add_argument("--boot-s", dest="boot_s", type=_seconds)
-    group.add_argument("--reset-s", dest="reset_s", type=_seconds)
+    group.add_argument(
+        "--sector-erase-s",
+        dest="sector_erase_s",
+        type=_seconds,
+        help="time to erase one 4 KiB flash sector (default 0.01)",
+    )
+    group.add_argument(
+        "--page-program-s",
+        dest="page_program_s",
+        type=_seconds,
+        help="time to program one 256-byte flash page (default 0.0005)",
+    )
+    group.add_argument(
+        "--swap-s", dest="swap_s", type=_seconds, help="bootloader's image swap (default 1.5)"
+    )
+    group.add_argument(
+        "--boot-s",
+        dest="boot_s",
+        type=_seconds,
+        help="bootloader start to the application answering (default 0.5)",
+    )
+    group.add_argument(
+        "--reset-s",
+        dest="reset_s",
+        type=_seconds,
+        help="reset answered to the bootloader starting (default 0.1)",
+    )
     group.add_argument(
         "--reset-delay-s",
         dest="reset_delay_s",
@@ -174,8 +196,15 @@ def add_bound_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         description="Print max(wire_s, flash_s) + fixed_s for an image on a simulated hub "
         "(docs/simulator.md).",
     )
-    parser.add_argument("--image-size", type=_positive, required=True, metavar="BYTES")
-    parser.add_argument("--framing", choices=("raw", "console"), default="raw")
+    parser.add_argument(
+        "--image-size", type=_positive, required=True, metavar="BYTES", help="the image's size"
+    )
+    parser.add_argument(
+        "--framing",
+        choices=("raw", "console"),
+        default="raw",
+        help="serial SMP framing: raw, or Zephyr's console (base64, +33%%) (default raw)",
+    )
     parser.add_argument(
         "--transport",
         choices=("serial", "usb"),
@@ -241,8 +270,8 @@ def add_pallet_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         help="write a pallet file and the sending party's manifest",
         description="Write a pallet (JSON: the hubs physically delivered, their Device Models, "
         "firmware and faults) and its manifest CSV (guid,manufacturer,model,firmware_version) "
-        "next to it. By default about 2%% of listed hubs are missing, 2%% of the pallet is "
-        "unlisted and 5%% already runs the latest firmware (none of the first two under 10 "
+        "next to it. By default about 2% of listed hubs are missing, 2% of the pallet is "
+        "unlisted and 5% already runs the latest firmware (none of the first two under 10 "
         "hubs).",
     )
     parser.add_argument("--hubs", type=_non_negative, required=True, help="hubs on the pallet")
@@ -250,7 +279,9 @@ def add_pallet_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--manifest", type=Path, metavar="FILE", help="manifest CSV (default FILE.manifest.csv)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="GUIDs, models and faults seed (default 0)"
+    )
     parser.add_argument("--missing", type=_non_negative, help="listed hubs not on the pallet")
     parser.add_argument("--extra", type=_non_negative, help="hubs on the pallet, not listed")
     parser.add_argument("--current", type=_non_negative, help="hubs already at latest firmware")
@@ -269,7 +300,7 @@ def add_pallet_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         help=f"the latest production firmware per model (default {DEFAULT_LATEST})",
     )
     parser.add_argument(
-        "--faults", choices=("none", "light", "harsh"), default="none", help="fault profile"
+        "--faults", choices=("none", "light", "harsh", "dead"), default="none", help="fault profile"
     )
     parser.set_defaults(func=_pallet)
 
@@ -373,8 +404,15 @@ def add_serve_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         "on SIGUSR1.",
     )
     parser.add_argument("--dir", type=Path, required=True, help="where the rigs appear")
-    parser.add_argument("--rigs", type=_positive, default=1)
-    parser.add_argument("--slots", type=int, choices=range(1, 9), default=8, metavar="1-8")
+    parser.add_argument("--rigs", type=_positive, default=1, help="rigs to simulate (default 1)")
+    parser.add_argument(
+        "--slots",
+        type=int,
+        choices=range(1, 9),
+        default=8,
+        metavar="1-8",
+        help="slots per rig (default 8)",
+    )
     parser.add_argument("--pallet", type=Path, metavar="FILE", help="from `jigsim pallet`")
     parser.add_argument(
         "--hubs",
@@ -383,7 +421,7 @@ def add_serve_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument(
         "--faults",
-        choices=("none", "light", "harsh"),
+        choices=("none", "light", "harsh", "dead"),
         help="fault profile for every hub (default: the pallet's own faults)",
     )
     parser.add_argument("--seed", type=int, default=0, help="keys, images and faults seed")
@@ -522,7 +560,11 @@ def add_usb_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         "slot's device; `unplug PORT` pulls its cable (the device leaves the bus, the hub keeps "
         "running); `plug PORT` puts it back (the device enumerates again at a new address).",
     )
-    parser.add_argument("action", choices=("devices", "unplug", "plug"))
+    parser.add_argument(
+        "action",
+        choices=("devices", "unplug", "plug"),
+        help="devices: list them; unplug PORT, plug PORT: its cable",
+    )
     parser.add_argument("port", nargs="?", metavar="PORT", help="a USB port path such as 1-2.3")
     parser.add_argument(
         "--socket",

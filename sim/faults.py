@@ -5,7 +5,7 @@ Every fault is deterministic for a given `Faults.seed`: the same hub with the sa
 corrupts and drops the same responses in the same order of requests. One-shot faults (a hang,
 a power loss during upload or swap) fire once per hub; after the power cycle that recovers the
 hub, it behaves. Unrecoverable faults (`wrong_unlock_key`, `reject_image`,
-`bricked_after_reset`, `refuse_mark_test`) stay with the hub.
+`bricked_after_reset`, `never_boots`, `refuse_mark_test`) stay with the hub.
 """
 
 from __future__ import annotations
@@ -50,7 +50,12 @@ class Faults(BaseModel):
     reject_image: bool = False
     """The bootloader rejects every new image and boots the old one."""
     bricked_after_reset: bool = False
-    """The first reset command is the last: the hub never boots again."""
+    """The first reset command is the last: the hub never boots again (dead after activation)."""
+    never_boots: bool = False
+    """The hub never answers at all: its bootloader finds nothing to boot from the first
+    power-on (dead on arrival). Never dealt by a profile: a slot can only ask a person about
+    such a hub (it has no GUID to record), and the simulated operator leaves blinking slots
+    alone; put it in a pallet file for `jigsim serve --pallet`."""
     refuse_mark_test: bool = False
     """Every image state write that marks an image for test fails (FLASH_WRITE_FAILED), as on a
     hub whose trailer sector cannot be written. Never handed out by a profile."""
@@ -77,17 +82,20 @@ class Faults(BaseModel):
             self.wrong_unlock_key
             or self.reject_image
             or self.bricked_after_reset
+            or self.never_boots
             or self.upload_error_reason is not None
             or self.refuse_mark_test
         )
 
 
 class FaultProfile(enum.StrEnum):
-    """How many hubs of a pallet get faults: `none`, `light` or `harsh`."""
+    """How many hubs of a pallet get faults: `none`, `light`, `harsh`, or `dead` (dead hubs
+    only: about one in eight never boots after its activation, the others are healthy)."""
 
     NONE = "none"
     LIGHT = "light"
     HARSH = "harsh"
+    DEAD = "dead"
 
 
 # (probability of a recoverable fault, probability of an unrecoverable one, base rates on
@@ -96,6 +104,7 @@ _PROFILE_RATES: dict[FaultProfile, tuple[float, float, tuple[float, float]]] = {
     FaultProfile.NONE: (0.0, 0.0, (0.0, 0.0)),
     FaultProfile.LIGHT: (0.05, 0.015, (0.0, 0.0)),
     FaultProfile.HARSH: (0.35, 0.08, (0.002, 0.002)),
+    FaultProfile.DEAD: (0.0, 0.125, (0.0, 0.0)),
 }
 
 
@@ -123,7 +132,8 @@ def assign_faults(profile: FaultProfile | str, seed: int, key: str) -> Faults:
     The same profile, seed and key always give the same faults. `light`: about 5% of hubs get
     one recoverable fault and about 1.5% an unrecoverable one (bricked, rejected image, wrong
     unlock key). `harsh`: about 35% recoverable (some with two), 8% unrecoverable, and every
-    hub corrupts and drops 0.2% of its responses.
+    hub corrupts and drops 0.2% of its responses. `dead`: about 12.5% `bricked_after_reset`,
+    nothing else.
     """
     profile = FaultProfile(profile)
     # A string seed is hashed with SHA-512 by `random`, so it is stable across runs.
@@ -138,8 +148,8 @@ def assign_faults(profile: FaultProfile | str, seed: int, key: str) -> Faults:
     draw = rng.random()
     harsh = profile is FaultProfile.HARSH
     if draw < unrecoverable_p:
-        kind = rng.choice(["bricked_after_reset", "reject_image", "wrong_unlock_key"])
-        fields[kind] = True
+        kinds = ["bricked_after_reset", "reject_image", "wrong_unlock_key"]
+        fields[kinds[0] if profile is FaultProfile.DEAD else rng.choice(kinds)] = True
     elif draw < unrecoverable_p + recoverable_p:
         fields.update(_recoverable(rng, harsh))
         if harsh and rng.random() < 0.3:

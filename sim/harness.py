@@ -215,7 +215,9 @@ async def running_hub(
         try:
             hub.power_on()
             await hub.wait_for_state(
-                HubState.RUNNING, timeout_s=timing.boot_s + timing.swap_s + BOOT_WAIT_MARGIN_S
+                HubState.RUNNING,
+                HubState.BRICKED,  # a hub that never boots (`never_boots`) is ready so
+                timeout_s=timing.boot_s + timing.swap_s + BOOT_WAIT_MARGIN_S,
             )
             yield HubHandle(
                 path=port.path,

@@ -2,7 +2,9 @@
 
 The operator does one thing at a time, and each action (picking up a hub and inserting it,
 pulling one out) takes `handling_s`. A hub is pulled when its slot's LED turns GREEN (done) or
-RED (failed or rejected) after it went in; hubs with any other LED are left in place.
+RED (failed or rejected) after it went in; hubs with any other LED are left in place. Told to
+re-insert hubs (`reinsert`: a hub set aside before its batch was imported), the operator puts
+them back on top of the pallet, next to go into a free slot.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from jigd.model import LedColour
+from jigd.model import Guid, LedColour
 from sim.rig import Rig, SimSlot
 from sim.slot_hub import SlotHub
 
@@ -51,6 +53,7 @@ class Operator:
         self.handling_s = handling_s
         self.placed: dict[SlotHub, Placement] = {}
         self.removed: list[SlotHub] = []
+        self._wanted: set[str] = set()  # GUIDs to put back once they are pulled
         # Called after each insert and pull (`jigsim serve` saves where the hubs are).
         self.on_change: Callable[[], None] | None = None
         self._changed = asyncio.Event()
@@ -83,10 +86,32 @@ class Operator:
         """The pallet is empty and every hub put in a slot has been pulled out."""
         return not self.pallet and not self.placed
 
-    async def run(self) -> None:
-        """Work until `done` (which may be never, if a slot's LED never finishes)."""
+    def reinsert(self, guids: Iterable[Guid]) -> list[str]:
+        """Put these hubs back: from the removed pile to the top of the pallet, in the order
+        given; a hub still in its slot goes back once pulled. Returns the GUIDs (as text) of
+        hubs the operator never handled."""
+        by_guid = {str(hub.guid): hub for hub in self.removed}
+        in_slots = {str(hub.guid) for hub in self.placed}
+        unknown = []
+        for guid in [str(g) for g in guids][::-1]:  # appendleft reverses; keep the order given
+            hub = by_guid.get(guid)
+            if hub is not None and hub in self.removed:
+                self.removed.remove(hub)
+                self.pallet.appendleft(hub)
+                _LOGGER.info("operator: %s back on the pallet, to re-insert", guid)
+            elif guid in in_slots:
+                self._wanted.add(guid)
+            else:
+                unknown.append(guid)
+        self._saved()
+        self._changed.set()
+        return unknown[::-1]
+
+    async def run(self, *, forever: bool = False) -> None:
+        """Work until `done` (which may be never, if a slot's LED never finishes); with
+        `forever`, go on waiting for hubs to re-insert until cancelled."""
         try:
-            while not self.done:
+            while forever or not self.done:
                 self._changed.clear()
                 if await self._act():
                     continue
@@ -114,7 +139,11 @@ class Operator:
                 await asyncio.sleep(self.handling_s)
                 await placement.rig.remove(slot.number)
                 del self.placed[hub]
-                self.removed.append(hub)
+                if str(hub.guid) in self._wanted:
+                    self._wanted.discard(str(hub.guid))
+                    self.pallet.appendleft(hub)
+                else:
+                    self.removed.append(hub)
                 self._saved()
                 _LOGGER.info("operator: pulled %s (%s) from %s", hub.name, slot.led, slot.name)
                 return True

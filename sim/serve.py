@@ -11,6 +11,10 @@ With `hub_exe` (`--hub-exe`), every hub is a Zephyr native_sim executable in its
 its own flash file `<dir>/hubs/<GUID>.bin` (`sim.exe_hub`), behind its slot's pty, with MCUboot's
 boot step (`sim.bootloader`) at each power-on and reset; its ground truth is read from its flash.
 
+`jigsim reinsert --dir <dir> GUID...` asks the operator to put pulled hubs back (a hub rejected
+before its batch was imported): the request files it leaves in `<dir>/reinsert/`
+(`sim.reinsert`) are read every REINSERT_POLL_S.
+
 Ground truth (every hub of the pallet: in a slot, pulled out, or never inserted) is written as
 JSON on exit and on SIGUSR1, atomically (a temporary file renamed over the old one):
 
@@ -56,6 +60,7 @@ from sim.image_check import inspect_image
 from sim.images import MASTER_KEYS_FILE, ManufacturerKeys, make_manufacturer_keys, make_signed_image
 from sim.operator import DEFAULT_HANDLING_S, Operator
 from sim.pallet import Pallet
+from sim.reinsert import take_requests
 from sim.rig import Station
 from sim.slot_hub import SlotHub
 from sim.state import SavedServe, ServeState
@@ -91,6 +96,7 @@ USB_SOCKET_FILE: Final = "usb.sock"
 TRANSPORT_CHOICES: Final = ("serial", "usb", "mixed")
 DEFAULT_SERVE_IMAGE_SIZE: Final = 64 * 1024
 SHUTDOWN_TIMEOUT_S: Final = 10.0
+REINSERT_POLL_S: Final = 0.5  # how often `jigsim reinsert` requests are looked for
 EXE_HUBS_DIR: Final = "hubs"  # <dir>/hubs/<GUID>.bin: the flash files of --hub-exe hubs
 EXE_FLASH_TEMPLATE: Final = "flash_init.bin"  # looked for beside the executable
 
@@ -510,6 +516,24 @@ def _save_serve(state: ServeState, operator: Operator) -> None:
     )
 
 
+async def _operate(operator: Operator, directory: Path) -> None:
+    """The operator at work, and taking `jigsim reinsert` requests, until cancelled."""
+    async with asyncio.TaskGroup() as group:
+        group.create_task(operator.run(forever=True), name="operator")
+        group.create_task(_take_reinserts(operator, directory), name="re-insert requests")
+
+
+async def _take_reinserts(operator: Operator, directory: Path) -> None:
+    """Hand the GUIDs of `jigsim reinsert` requests (sim/reinsert.py) to the operator."""
+    while True:
+        guids = await asyncio.to_thread(take_requests, directory)
+        if guids:
+            unknown = operator.reinsert(guids)
+            if unknown:
+                _LOGGER.warning("re-insert: not on this bench: %s", ", ".join(unknown))
+        await asyncio.sleep(REINSERT_POLL_S)
+
+
 async def serve(options: ServeOptions) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
     pallet = _apply_profile(options.pallet, options.fault_profile)
@@ -561,7 +585,7 @@ async def serve(options: ServeOptions) -> int:
         async with AsyncExitStack() as stack:
             await _start(stack, bus, station, options.directory)
             _keep_state(state, saved, operator, hubs)
-            work = loop.create_task(operator.run(), name="operator")
+            work = loop.create_task(_operate(operator, options.directory), name="operator")
             _announce(options, len(hubs), bus, station)
             await stop.wait()
             _LOGGER.info("stopping")

@@ -17,6 +17,11 @@ With `--hub-exe PATH` the simulator's hubs are Zephyr native_sim processes (`jig
 --hub-exe`): serial slots with console framing, no injected faults, images of 64 KiB by default
 (they must fit the executable's 0x69000-byte slots beside MCUboot's trailer).
 
+With `--load-early N` the simulator starts before the import, and the batch is imported once N
+of its hubs were rejected (`not_in_batch`); the demo then reads the batch's set-aside hubs through
+the control API and tells the simulated operator to re-insert them (`sim.reinsert`), as a
+technician does after `jigctl batch show`.
+
 The books balance when every manifest GUID has exactly one outcome, every `reflashed` or
 `already_current` hub really runs that version confirmed and locked, `smi-update.csv` is exactly
 the `reflashed` set, `fault-analysis.csv` exactly the `failed` set (a failed hub it says is

@@ -1,5 +1,6 @@
 """A demo run: start the daemon, import the batch, start the simulator, follow the batch to its
-end through the control API (as `jigctl` does), close it, write its reports, check the books."""
+end through the control API (as `jigctl` does), close it, write its reports, check the books.
+With `load_early`, the simulator starts first, and the hubs set aside are re-inserted."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from jigd.demo.process import (
 from jigd.demo.workdir import DemoOptions, Paths, prepare
 from jigd.liveview import counts_text, progress_line, redraw, render_status
 from sim.pallet import Pallet
+from sim.reinsert import request_reinsert
 
 __all__ = ["DemoRun", "run_demo", "stop_on_signal"]
 
@@ -48,6 +50,7 @@ class DemoRun:
     batch_id: str = ""
     rejected_expected: set[str] = field(default_factory=set)
     seen_expected: set[str] = field(default_factory=set)
+    reinserted: set[str] = field(default_factory=set)
 
     async def start_daemon(self) -> None:
         self.daemon = daemon_process(self.paths)
@@ -70,6 +73,32 @@ class DemoRun:
         await asyncio.sleep(down_s)
         self.sim = sim_process(self.options, self.paths)
         await self.start_sim()
+
+    async def wait_for_early_hubs(self, show: Callable[[str], None]) -> None:
+        """`--load-early N`: wait until N hubs of the batch were rejected, not yet listed."""
+        wanted = self.options.load_early
+        deadline = time.monotonic() + self.options.timeout_s
+        while True:
+            await _check_running(self)
+            rejected = {str(r.guid) for r in (await self.client.call(api.REJECTED)).rejected}
+            early = len(rejected & self.seen_expected)
+            if early >= wanted:
+                show(f"jigd demo: {early} hub(s) of the batch loaded before its import: rejected")
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {early} of {wanted} hubs were loaded early")
+            await asyncio.sleep(POLL_S / 4)
+
+    async def put_back(self, show: Callable[[str], None]) -> None:
+        """Tell the simulated operator to re-insert the hubs the daemon lists as set aside, as
+        a technician does after `jigctl batch show`."""
+        batch = await self.client.call(api.BATCH, self.batch_id)
+        new = [h.guid for h in batch.set_aside if str(h.guid) not in self.reinserted]
+        if not new:
+            return
+        await asyncio.to_thread(request_reinsert, self.paths.sim, new)
+        self.reinserted.update(str(g) for g in new)
+        show(f"jigd demo: {len(new)} hub(s) set aside before the import; re-inserting them")
 
     async def progress(self) -> tuple[api.BatchView, list[api.RejectedHubView]]:
         batch = await self.client.call(api.BATCH, self.batch_id)
@@ -101,18 +130,15 @@ async def run_demo(
     run.rejected_expected = {str(h.guid) for h in pallet.hubs if not h.listed}
     run.seen_expected = {str(h.guid) for h in pallet.hubs if h.listed}
     try:
-        # As on a bench: the manifest is imported before the operator loads the first hub.
+        # As on a bench: the manifest is imported before the operator loads the first hub,
+        # unless --load-early shows what happens to hubs loaded before it.
         await run.start_daemon()
-        request = api.BatchImportRequest(
-            manifest=await asyncio.to_thread(paths.manifest.read_text, encoding="utf-8"),
-            source=str(paths.manifest),
-            booking=f"DEMO-{options.seed}",
-            party="DEMO-SUPPLIER",
-        )
-        imported = await client.call(api.IMPORT_BATCH, body=request)
-        run.batch_id = imported.batch
-        show(f"jigd demo: batch {run.batch_id} imported ({imported.guids} GUIDs); flashing")
-        await run.start_sim()
+        if options.load_early:
+            await run.start_sim()
+            await run.wait_for_early_hubs(show)
+        await _import_batch(run, show)
+        if not options.load_early:
+            await run.start_sim()
         started = time.monotonic()
         extra = asyncio.ensure_future(during(run)) if during else None
         try:
@@ -150,6 +176,25 @@ async def run_demo(
     return 0
 
 
+async def _import_batch(run: DemoRun, show: Callable[[str], None]) -> None:
+    """Import the pallet's manifest as the demo's batch (`run.batch_id`)."""
+    options, paths = run.options, run.paths
+    request = api.BatchImportRequest(
+        manifest=await asyncio.to_thread(paths.manifest.read_text, encoding="utf-8"),
+        source=str(paths.manifest),
+        booking=f"DEMO-{options.seed}",
+        party="DEMO-SUPPLIER",
+    )
+    if options.web_port is not None:
+        show(
+            f"jigd demo: web station view on http://127.0.0.1:{options.web_port}/ "
+            f"(to import or close, log in with the token in {paths.web_token})"
+        )
+    imported = await run.client.call(api.IMPORT_BATCH, body=request)
+    run.batch_id = imported.batch
+    show(f"jigd demo: batch {run.batch_id} imported ({imported.guids} GUIDs); flashing")
+
+
 def _unlink(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
@@ -173,6 +218,7 @@ async def _step(run: DemoRun, show: Callable[[str], None], started: float) -> bo
         else:
             batch, rejected = await run.progress()
             show(progress_line(time.monotonic() - started, batch, len(rejected)))
+        await run.put_back(show)
         return await run.finished()
     except ControlError:
         return False  # the daemon is restarting (a test may be killing it)

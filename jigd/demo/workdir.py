@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from jigd.config import (
     SlotConfig,
     StationConfig,
     TimeoutConfig,
+    WebConfig,
 )
 from jigd.model import DeviceModel, FirmwareVersion
 from jigd.mqtt_settings import parse_mqtt_url
@@ -28,7 +31,15 @@ from sim.pallet import Pallet, make_pallet, write_pallet
 from sim.serve import USB_SOCKET_FILE, usb_rigs_for
 from sim.usb_device import SIM_USB_PRODUCT_ID, SIM_USB_VENDOR_ID
 
-__all__ = ["DemoOptions", "Paths", "demo_config", "demo_options_from", "prepare", "write_config"]
+__all__ = [
+    "DemoOptions",
+    "Paths",
+    "demo_config",
+    "demo_options_from",
+    "prepare",
+    "write_config",
+    "write_token",
+]
 
 DEFAULT_MODELS: Final = (DeviceModel(0x1086, 0x57310102), DeviceModel(0x1086, 0x57310201))
 LATEST: Final = FirmwareVersion(0x04000007)
@@ -58,13 +69,21 @@ class DemoOptions:
     mqtt: MqttConfig | None = None  # publish to this broker (`--mqtt URL`); None: outbox only
     transport: str = "serial"  # serial | usb | mixed (odd rigs serial, even rigs USB)
     metrics_port: int | None = None  # serve /metrics on 127.0.0.1:N
+    web_port: int | None = None  # serve the web view on 127.0.0.1:N (token in Paths.web_token)
     outbox_drain_s: float = 15.0  # with mqtt: how long to wait for the last messages at the end
     hub_exe: Path | None = None  # hubs run this Zephyr native_sim executable (jigsim --hub-exe)
+    # Start the simulator before the import and import once this many of the batch's hubs were
+    # rejected (`not_in_batch`); the demo then has the operator re-insert the set-aside hubs.
+    load_early: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.slots <= MAX_SLOTS_PER_RIG:
             raise ValueError(f"slots per rig must be 1 to {MAX_SLOTS_PER_RIG}, not {self.slots}")
         usb_rigs_for(self.transport, self.rigs)  # ValueError naming the choices if unknown
+        if not 0 <= self.load_early <= self.hubs // 2:
+            raise ValueError(
+                f"--load-early {self.load_early}: give 0 to half the hubs ({self.hubs // 2})"
+            )
         if self.hub_exe is not None:
             _check_exe_options(self)
 
@@ -133,6 +152,10 @@ class Paths:
         return self.root / "reports"
 
     @property
+    def web_token(self) -> Path:
+        return self.root / "web-token"
+
+    @property
     def ground_truth(self) -> Path:
         return self.root / "ground-truth.json"
 
@@ -171,8 +194,18 @@ def prepare(options: DemoOptions, paths: Paths) -> Pallet:
         fault_profile=options.faults,
     )
     write_pallet(pallet, paths.pallet, paths.manifest)
+    if options.web_port is not None:
+        write_token(paths.web_token)
     write_config(options, paths)
     return pallet
+
+
+def write_token(path: Path) -> None:
+    """A new random web token, in a file only its owner reads (0600 from the start)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(secrets.token_urlsafe(32) + "\n")
 
 
 def write_config(options: DemoOptions, paths: Paths) -> StationConfig:
@@ -220,6 +253,8 @@ def demo_config(options: DemoOptions, paths: Paths) -> StationConfig:
         extra["metrics_port"] = options.metrics_port
     if options.mqtt is not None:
         extra["mqtt"] = options.mqtt.model_copy(update={"enabled": True})
+    if options.web_port is not None:
+        extra["web"] = WebConfig(listen=f"127.0.0.1:{options.web_port}", token_file=where.web_token)
     return StationConfig(
         station="demo",
         catalog_dir=where.catalog,
@@ -227,10 +262,10 @@ def demo_config(options: DemoOptions, paths: Paths) -> StationConfig:
         control_socket=where.socket,
         **extra,
         secrets=SecretsConfig(master_keys_file=where.keys / "master-keys.toml"),
+        # The boot waits are the defaults' (docs/install.md, "Retries"): a dead hub's cost
+        # shows as on a bench.
         timeouts=TimeoutConfig(
             request_s=1.0,
-            boot_s=10.0,
-            swap_s=10.0,
             stage_s=30.0,
             shutdown_s=20.0,  # within the demo's STOP_TIMEOUT_S before it kills the daemon
         ),
@@ -254,5 +289,7 @@ def demo_options_from(args: Any) -> DemoOptions:
         mqtt=parse_mqtt_url(args.mqtt) if args.mqtt is not None else None,
         transport=args.transport,
         metrics_port=args.metrics_port,
+        web_port=args.web_port,
         hub_exe=hub_exe,
+        load_early=args.load_early,
     )

@@ -37,6 +37,7 @@ from jigd.store.values import (
     JournalEvent,
     OutboxMessage,
     RejectedHub,
+    SetAsideHub,
     summary_event,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "OutcomeAlreadyRecordedError",
     "RejectedHub",
     "SchemaVersionError",
+    "SetAsideHub",
     "Store",
     "StoreClosedError",
     "StoreError",

@@ -29,6 +29,7 @@ from jigd.store.values import (
     JournalEvent,
     OutboxMessage,
     RejectedHub,
+    SetAsideHub,
 )
 
 __all__ = ["Clock", "Store", "utc_now"]
@@ -91,9 +92,10 @@ class Store(abc.ABC):
         """Store a validated manifest as a new open batch, atomically; returns its id.
 
         Ids are `B000001`, `B000002`, ... in import order (safe in paths and topic levels).
-        Queues the batch's first summary event. Refused with ManifestError (nothing stored) if
-        booking or party is empty, the rows are empty or repeat a GUID, or
-        (GuidInOpenBatchError) a GUID is in another open batch.
+        Queues the batch's first summary event, and a `hub_set_aside` alert for each of its
+        GUIDs rejected as `not_in_batch` before the import (see `set_aside`). Refused with
+        ManifestError (nothing stored) if booking or party is empty, the rows are empty or
+        repeat a GUID, or (GuidInOpenBatchError) a GUID is in another open batch.
         """
 
     @abc.abstractmethod
@@ -118,6 +120,15 @@ class Store(abc.ABC):
     async def find_open_batch(self, guid: Guid) -> BatchRef | None:
         """The open batch listing this GUID (the oldest, if several), or None (the hub is then
         rejected)."""
+
+    @abc.abstractmethod
+    async def set_aside(self, batch_id: str) -> list[SetAsideHub]:
+        """The batch's GUIDs seen in a slot before the batch was imported (rejected then as
+        `not_in_batch`, also by a slot that looked just before the import committed) that have
+        had no attempt since, sorted by GUID, each with the rig, slot and time of its last such
+        rejection: the hubs to re-insert. A GUID leaves the list when its hub is put back (its
+        first attempt); in a closed batch the list is the set-aside GUIDs that ended
+        `not_received`. UnknownBatchError if there is no such batch."""
 
     @abc.abstractmethod
     async def guid_state(self, batch_id: str, guid: Guid) -> GuidState:
@@ -237,7 +248,8 @@ class Store(abc.ABC):
         alert event in one transaction, so it is as durable as a result; returns its event_id.
 
         A rejected hub is recorded with record_rejected, which also keeps it on the station's
-        record of rejected hubs. InvalidRecordError when the fields do not fit the kind.
+        record of rejected hubs; `hub_set_aside` alerts come from import_batch.
+        InvalidRecordError when the fields do not fit the kind.
         """
 
     @abc.abstractmethod

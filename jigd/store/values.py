@@ -36,6 +36,7 @@ __all__ = [
     "JournalEvent",
     "OutboxMessage",
     "RejectedHub",
+    "SetAsideHub",
     "summary_event",
 ]
 
@@ -146,6 +147,17 @@ class RejectedHub:
 
 
 @dataclass(frozen=True, slots=True)
+class SetAsideHub:
+    """A GUID of a batch that was put in a slot before the batch was imported, rejected then
+    (`not_in_batch`) and not put back since: the technician re-inserts it."""
+
+    guid: Guid
+    rig: int  # where it was last rejected
+    slot: int
+    seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class JournalEvent:
     """One entry of the append-only journal: what happened, when, to which GUID/slot."""
 
@@ -181,9 +193,14 @@ class OutboxMessage:
 
 
 def summary_event(
-    info: BatchInfo, guids: Mapping[Outcome, Sequence[Guid]] | None, *, now: datetime
+    info: BatchInfo,
+    guids: Mapping[Outcome, Sequence[Guid]] | None,
+    *,
+    now: datetime,
+    set_aside: Sequence[Guid] = (),
 ) -> SummaryEvent:
-    """The batch's summary event; pass `guids` (every outcome) when the batch closes."""
+    """The batch's summary event; pass `guids` (every outcome) and the `set_aside` GUIDs when
+    the batch closes."""
     return SummaryEvent(
         event_id=new_event_id(),
         ts=now,
@@ -202,4 +219,5 @@ def summary_event(
             if guids is None
             else GuidLists(**{o.value: sorted(guids.get(o, ())) for o in Outcome})
         ),
+        set_aside=None if guids is None else sorted(set_aside),
     )

@@ -54,6 +54,8 @@ class Bootloader:
         """Run the boot step; False when the hub does not boot (bricked). PowerLostError when
         an injected power loss strikes during a swap."""
         flash = self.flash
+        if self._faults.faults.never_boots:
+            flash.bricked = True
         if flash.bricked:
             return False
         if flash.swap is None:

@@ -18,6 +18,7 @@ from smp import image_management as smpimg
 
 from drivers.errors import (
     AccessDenied,
+    BootTimeout,
     ImageRejected,
     LinkTimeout,
     UnexpectedResponse,
@@ -147,12 +148,32 @@ def test_parse_image_version_rejects(text: str) -> None:
 async def test_await_boot_polls_until_the_hub_answers() -> None:
     async with hub_link() as (link, hub):
         hub.silent = True
-        with pytest.raises(LinkTimeout, match="boot"):
+        with pytest.raises(BootTimeout, match=r"did not boot: no answer to echo within 0\.3 s"):
             await await_boot(link, timeout_s=0.3, poll_timeout_s=0.05, poll_interval_s=0.01)
         hub.silent = False
         await await_boot(link, timeout_s=1.0, poll_timeout_s=0.1)
         identity = await link.identify()
         assert identity.guid == Guid.from_bytes(GUID)
+
+
+async def test_boot_polls_are_no_link_errors_but_a_boot_past_its_limit_is() -> None:
+    """Issue 14, defect 5: every unanswered poll of a boot wait counted as a link `timeout`
+    (and its resends as `retry`): 123 for 8 healthy hubs. A booting hub is expected to be
+    silent; only a boot wait that passes its limit counts, once, as `boot_timeout`."""
+    async with hub_link() as (link, hub):
+        hub.silent = True
+        asyncio.get_running_loop().call_later(0.5, setattr, hub, "silent", False)
+        await await_boot(link, timeout_s=2.0, poll_timeout_s=0.05, poll_interval_s=0.01)
+        assert len(hub.frame_sizes) > 5  # it was polled while silent
+        assert link.link_errors == {}
+        hub.silent = True
+        with pytest.raises(BootTimeout):
+            await await_boot(link, timeout_s=0.3, poll_timeout_s=0.05, poll_interval_s=0.01)
+        assert link.link_errors == {"boot_timeout": 1}
+        with pytest.raises(LinkTimeout):  # a request of the procedure still counts
+            await link.echo("are you there?")
+        assert link.link_errors["timeout"] == FAST.request_retries + 1
+        assert link.link_errors["retry"] == FAST.request_retries
 
 
 async def test_bad_identity_is_an_unexpected_response() -> None:

@@ -109,6 +109,29 @@ async def test_timeout_raises_and_late_reply_is_counted(link: tuple[SmpClient, P
     assert client.link_errors["unsolicited"] == 1
 
 
+async def test_a_probe_that_times_out_is_no_link_error_nor_is_its_late_reply(
+    link: tuple[SmpClient, Peer],
+) -> None:
+    """A boot wait's poll (`counted=False`): a booting hub is expected to be silent. Its
+    sequence, once reused by a counted request, counts as usual again."""
+    client, peer = link
+    for cancelled in (False, True):
+        probe = client.request(
+            smpos.EchoWriteRequest(d="boot?"), smpos.EchoWriteResponse, 0.05, counted=False
+        )
+        with pytest.raises((LinkTimeout, TimeoutError)):
+            async with asyncio.timeout(0.02 if cancelled else None):
+                await probe
+        head = await peer.next()
+        peer.echo_reply(head, "boot?")  # late: the boot wait has moved on
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    assert client.link_errors == {}
+    with pytest.raises(LinkTimeout):
+        await client.request(smpos.EchoWriteRequest(d="x"), smpos.EchoWriteResponse, 0.05)
+    assert client.link_errors == {"timeout": 1}
+
+
 async def test_unsolicited_reply_is_ignored(link: tuple[SmpClient, Peer]) -> None:
     client, peer = link
     peer.end.send(bytes(smpos.EchoWriteResponse(r="?", sequence=77)))

@@ -26,10 +26,11 @@ def truth(workdir: Path) -> dict[str, Any]:
 
 
 def no_hub_left_unbootable(workdir: Path) -> None:
-    """Only a hub dealt `bricked_after_reset` may be bricked, and no swap is left half done."""
+    """Only a hub dealt `bricked_after_reset` or `never_boots` may be bricked, and no swap is
+    left half done."""
     for hub in truth(workdir)["hubs"]:
         if hub["bricked"]:
-            assert "bricked_after_reset" in hub["faults"], hub
+            assert {"bricked_after_reset", "never_boots"} & set(hub["faults"]), hub
         assert not hub["swap_in_progress"], hub
 
 

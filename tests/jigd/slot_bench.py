@@ -23,7 +23,7 @@ from drivers.errors import RigClosed
 from drivers.registry import load_driver
 from firmware_catalog import Catalog, Status
 from jigd.config import RetryConfig, SlotConfig, TimeoutConfig
-from jigd.events import GuidResult
+from jigd.events import GuidResult, LinkStats, SlotStatus
 from jigd.manifest import ManifestRow
 from jigd.model import FirmwareVersion, LedColour
 from jigd.secrets import MasterKeys, Secret
@@ -49,6 +49,7 @@ class SimRigPort:
         self.rig = number
         self.up = True
         self.leds: list[LedColour] = []
+        self.power_offs = 0
         self._hub = handle.hub
 
     async def power(self, slot: int, on: bool) -> None:
@@ -56,6 +57,7 @@ class SimRigPort:
         if on:
             self._hub.power_on()
         else:
+            self.power_offs += 1
             self._hub.power_off()
 
     async def led(self, slot: int, colour: LedColour) -> None:
@@ -74,7 +76,10 @@ class SlotBench:
     store: SqliteStore
     worker: SlotWorker
     catalog: Catalog
+    deps: SlotDeps
     results: asyncio.Queue[GuidResult] = field(default_factory=asyncio.Queue)
+    statuses: list[SlotStatus] = field(default_factory=list)
+    link_stats: list[LinkStats] = field(default_factory=list)
 
     async def import_batch(self) -> str:
         row = ManifestRow(2, self.hub.spec.guid, self.hub.spec.model, None)
@@ -129,6 +134,8 @@ async def slot_bench(
         store = await store_class.open(tmp_path / "state" / "jigd.sqlite3")
         rig = SimRigPort(handle)
         results: asyncio.Queue[GuidResult] = asyncio.Queue()
+        statuses: list[SlotStatus] = []
+        link_stats: list[LinkStats] = []
         manufacturer = handle.spec.model.manufacturer
         deps = SlotDeps(
             store=store,
@@ -139,12 +146,16 @@ async def slot_bench(
             timeouts=timeouts,
             retries=retries or RetryConfig(),
             on_result=lambda result, seconds: results.put_nowait(result),
+            on_status=statuses.append,
+            on_link_stats=lambda rig, stats: link_stats.append(stats),
         )
         config = SlotConfig(slot=1, port=handle.path, framing="raw", baudrate=TIMING.baud)
         worker = SlotWorker(rig, config, deps)
         task = asyncio.create_task(worker.run(), name="slot bench worker")
         try:
-            yield SlotBench(handle, rig, store, worker, catalog, results)
+            yield SlotBench(
+                handle, rig, store, worker, catalog, deps, results, statuses, link_stats
+            )
         finally:
             worker.drain()
             try:

@@ -128,8 +128,13 @@ async def _shown(
     socket = str(station.config.control_socket)
     assert await asyncio.to_thread(jigctl, ["--socket", socket, "status"]) == 0
     out = capsys.readouterr().out
-    assert f"catalog: {MODEL} {version} NOT FLASHED (image_untrusted): {reason}" in out
-    assert sha256 in out
+    assert max(len(line) for line in out.splitlines()) <= 80  # wrapped to the terminal
+    words = " ".join(out.split())
+    assert (
+        " ".join(f"catalog: {MODEL} {version} NOT FLASHED (image_untrusted): {reason}".split())
+        in words
+    )
+    assert f"  sha256 {sha256}\n" in out
     alerts = [a for a in await _alerts(station) if a["kind"] == "catalog_entry_rejected"]
     assert len(alerts) == 1, alerts
     (alert,) = alerts

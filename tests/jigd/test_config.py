@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from jigd.cli import main as jigd_main
-from jigd.config import ConfigError, format_loc, load_config
+from jigd.config import ConfigError, check_paths, format_loc, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs" / "jigd.example.toml"
@@ -41,9 +42,108 @@ def test_example_config_is_valid() -> None:
     assert config.store_url == "sqlite:///var/lib/jigd/jigd.sqlite3"
 
 
-def test_example_config_check_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
-    assert jigd_main(["config", "check", str(EXAMPLE)]) == 0
+def example_in(root: Path) -> Path:
+    """The example config with its /etc/jigd and /var/lib/jigd under `root`."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    text = text.replace('"/etc/jigd/', f'"{root}/etc/').replace('"/var/lib/jigd/', f'"{root}/')
+    path = root / "jigd.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_check_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "catalog").mkdir()
+    for name in ("master-keys.toml", "mqtt-password", "mqtt-ca.pem", "web-token"):
+        (tmp_path / "etc" / name).write_text("", encoding="utf-8")
+    assert jigd_main(["config", "check", str(example_in(tmp_path))]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+def test_config_check_names_each_file_and_directory_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = example_in(tmp_path)
+    (tmp_path / "catalog").write_text("", encoding="utf-8")  # a file where a directory goes
+    assert jigd_main(["config", "check", str(path)]) == 2  # was exit 0: "OK"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[1:] == [
+        f"  secrets.master_keys_file: {tmp_path}/etc/master-keys.toml: does not exist; create "
+        "it or correct the path",
+        f"  mqtt.password_file: {tmp_path}/etc/mqtt-password: does not exist; create it or "
+        "correct the path",
+        f"  mqtt.ca_file: {tmp_path}/etc/mqtt-ca.pem: does not exist; create it or correct the "
+        "path",
+        f"  web.token_file: {tmp_path}/etc/web-token: does not exist; create it or correct the "
+        "path",
+        f"  catalog_dir: {tmp_path}/catalog: Not a directory",
+    ]
+
+
+def test_jigd_run_checks_the_files_before_it_creates_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "jigd.toml"
+    store = tmp_path / "state" / "jigd.sqlite3"
+    path.write_text(
+        f'station = "s1"\nstore_path = "{store}"\ncatalog_dir = "{tmp_path}/catalog"\n'
+        f'control_socket = "{tmp_path}/run/control.sock"\n'
+        f'[secrets]\nmaster_keys_file = "{tmp_path}/keys.toml"\n',
+        encoding="utf-8",
+    )
+    assert jigd_main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path}: secrets.master_keys_file: {tmp_path}/keys.toml: does not exist" in err
+    assert f"error: {path}: catalog_dir: {tmp_path}/catalog: does not exist" in err
+    assert not (tmp_path / "state").exists()  # was created before the daemon failed
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_a_master_key_file_jigd_may_not_read_is_named(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.toml"
+    keys.write_text("", encoding="utf-8")
+    keys.chmod(0)
+    (tmp_path / "catalog").mkdir()
+    path = tmp_path / "jigd.toml"
+    path.write_text(
+        'station = "s1"\ncatalog_dir = "catalog"\n[secrets]\nmaster_keys_file = "keys.toml"\n',
+        encoding="utf-8",
+    )
+    assert check_paths(load_config(path)) == [
+        f"secrets.master_keys_file: {keys}: Permission denied"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("toml", "problem"),
+    [
+        (
+            "[timeouts]\nboot_sec = 3.0\n",
+            'unknown key "timeouts.boot_sec" in [timeouts]; did you mean "boot_s"?',
+        ),
+        ('stations = "x"\n', 'unknown key "stations" at the top level; did you mean "station"?'),
+        (
+            '[[rigs]]\nrig = 1\ncontroller = "/dev/c"\n'
+            'slots = [{ slot = 1, port = "/dev/s1", baud = 9600 }]\n',
+            'unknown key "rigs[0].slots[0].baud" in [[rigs.slots]]; did you mean "baudrate"?',
+        ),
+        (
+            "[mqtt]\nzzz = 1\n",
+            'unknown key "mqtt.zzz" in [mqtt]; the keys are enabled, host, port, prefix, '
+            "client_id, username, password_file, tls, ca_file, client_cert_file, "
+            "client_key_file, keepalive_s, reconnect_max_s",
+        ),
+    ],
+    ids=["section", "top-level", "array-of-tables", "no-close-match"],
+)
+def test_an_unknown_key_suggests_the_key_meant(tmp_path: Path, toml: str, problem: str) -> None:
+    path = tmp_path / "jigd.toml"
+    text = toml if toml.startswith("stations") else 'station = "s1"\n' + toml
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert problem in caught.value.problems  # was "Extra inputs are not permitted"
 
 
 def test_three_mistakes_are_all_reported_with_key_paths(
@@ -65,7 +165,9 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
     path.write_text('station = "a"\n[timeouts]\nboot_seconds = 3\n', encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert info.value.problems == ["timeouts.boot_seconds: Extra inputs are not permitted"]
+    assert info.value.problems == [
+        'unknown key "timeouts.boot_seconds" in [timeouts]; did you mean "boot_s"?'
+    ]
 
 
 def test_duplicate_ports_are_rejected(tmp_path: Path) -> None:
@@ -311,3 +413,21 @@ def test_a_symlink_to_another_slots_device_is_the_same_port(tmp_path: Path) -> N
     (tmp_path / "slot1").unlink()
     (tmp_path / "slot1").symlink_to(tmp_path / "ttyUSB0")  # another device: fine
     assert len(load_config(path).rigs[0].slots) == 2
+
+
+def test_systemd_credentials_are_checked_only_inside_the_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "catalog").mkdir()
+    path = tmp_path / "jigd.toml"
+    keys = "/run/credentials/jigd.service/master-keys.toml"
+    path.write_text(
+        f'station = "s1"\ncatalog_dir = "catalog"\n[secrets]\nmaster_keys_file = "{keys}"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert check_paths(load_config(path)) == []  # `jigd config check` outside the service
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/jigd.service")
+    assert check_paths(load_config(path)) == [
+        f"secrets.master_keys_file: {keys}: does not exist; create it or correct the path"
+    ]

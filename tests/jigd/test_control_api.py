@@ -106,7 +106,7 @@ def test_paths_and_methods_are_what_the_daemon_serves(
         for method in operations
     }
     assert documented == served
-    assert len(served) == 8
+    assert len(served) == 9
 
 
 def _validator(document: dict[str, Any], schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
@@ -146,6 +146,8 @@ async def test_the_daemon_answers_as_documented(document: dict[str, Any], daemon
         ("GET", "/v1/batches", "/v1/batches", None, 200),
         ("GET", f"/v1/batches/{batch}", "/v1/batches/{batch}", None, 200),
         ("GET", f"/v1/batches/{batch}/report", "/v1/batches/{batch}/report", None, 200),
+        ("GET", f"/v1/batches/{batch}/guids", "/v1/batches/{batch}/guids", None, 200),
+        ("GET", "/v1/batches/B999999/guids", "/v1/batches/{batch}/guids", None, 404),
         ("GET", "/v1/rejected", "/v1/rejected", None, 200),
         ("POST", "/v1/catalog/reload", "/v1/catalog/reload", None, 200),
         ("POST", f"/v1/batches/{batch}/close", "/v1/batches/{batch}/close", None, 200),
@@ -254,3 +256,25 @@ async def test_clients_that_hang_up_mid_request_cost_a_debug_line_each(
     noisy = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert noisy == [], [r.getMessage() for r in noisy]
     assert "Traceback" not in caplog.text
+
+
+async def test_a_batchs_guids_say_where_each_one_is(daemon: Station) -> None:
+    body = {"manifest": MANIFEST, "source": "p.csv", "booking": "WO-G", "party": "P"}
+    status, imported = await _raw(daemon, "POST", "/v1/batches", body)
+    assert status == 201
+    status, answer = await _raw(daemon, "GET", f"/v1/batches/{imported['batch']}/guids")
+    assert status == 200
+    guids = api.BatchGuids.model_validate(answer)
+    assert guids.batch == imported["batch"]
+    assert [(str(g.guid), g.line, g.status, g.outcome) for g in guids.guids] == [
+        ("00-DB-00-00-00-00-00-01", 2, "pending", None),
+        ("00-DB-00-00-00-00-00-02", 3, "pending", None),
+    ]
+    first = guids.guids[0]
+    # Before the hub is seen: what the manifest declared.
+    assert (str(first.model), str(first.from_version), first.to_version) == (
+        "1086/57310102",
+        "04000006",
+        None,
+    )
+    assert first.attempts == 0

@@ -164,7 +164,7 @@ def test_the_slot_table_shows_a_hubs_words_escaped() -> None:
             "catalog_rejected": [],
         }
     )
-    text = render_status(status)
+    text = render_status(status, width=120)
     assert "\x1b" not in text
     assert "\u202e" not in text
     assert len(text.splitlines()) == 3

@@ -28,12 +28,13 @@ def test_demo_refuses_a_bad_mqtt_url_with_exit_2(
 
 
 @pytest.mark.parametrize("port", ["0", "70000"])
-def test_demo_refuses_a_metrics_port_out_of_range(
-    port: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("option", ["--metrics-port", "--web-port"])
+def test_demo_refuses_a_port_out_of_range(
+    option: str, port: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["demo", "--workdir", str(tmp_path / "demo"), "--metrics-port", port])
+    code = main(["demo", "--workdir", str(tmp_path / "demo"), option, port])
     assert code == 2
-    assert f"--metrics-port {port} is not a TCP port" in capsys.readouterr().err
+    assert f"{option} {port} is not a TCP port" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
 
 

@@ -73,8 +73,6 @@ def test_written_config_sets_only_what_the_demo_chooses(tmp_path: Path) -> None:
     }
     assert data["timeouts"] == {
         "request_s": 1.0,
-        "boot_s": 10.0,
-        "swap_s": 10.0,
         "stage_s": 30.0,
         "shutdown_s": 20.0,
     }

@@ -25,8 +25,8 @@ from firmware_catalog import Catalog, CatalogEntry, Status
 from jigd.config import SlotConfig, TimeoutConfig
 from jigd.flash import FlashError, FlashProcedure, image_hash_of
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Stage
+from jigd.receiver import receiver_settings
 from jigd.secrets import MasterKeys, Secret
-from jigd.slot import receiver_settings
 from sim.exe_hub import ExeHub
 from sim.hub import HubState
 from sim.images import ManufacturerKeys, make_manufacturer_keys, make_signed_image

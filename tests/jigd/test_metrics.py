@@ -23,11 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from firmware_catalog import Catalog, Status
 from jigd import __version__
-from jigd.events import GuidResult, SlotStatus
+from jigd.events import GuidResult, LinkStats, SlotStatus
 from jigd.manifest import parse_manifest
 from jigd.metrics import CLOSED_BATCH_KEEP_S, StationMetrics, serve_metrics
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, SlotState, Stage
-from jigd.slot import LinkStats
 from jigd.store.sqlite import SqliteStore
 from sim.images import make_manufacturer_keys, make_signed_image
 

@@ -156,9 +156,12 @@ def check_closed_reports(out: Path, paths: list[Path], batch_id: str) -> None:
         "finished": "2025-03-01T08:08:00.000000Z",
         "failure_stage": "",
         "failure_code": "",
+        "device_model": "1086/57310102",  # as the hub reported it, like the MQTT result
     }
+    assert RESULTS_COLUMNS[-1] == "device_model"  # appended: the older columns keep places
     assert by_guid[str(guid(4))]["outcome"] == "not_received"
     assert by_guid[str(guid(4))]["rig"] == ""
+    assert by_guid[str(guid(4))]["device_model"] == ""  # never seen: not known
     assert by_guid[str(guid(6))]["failure_code"] == "link_lost_6"
 
     raw = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -202,3 +205,50 @@ async def test_open_batch_gives_an_interim_report(store: SqliteStore, tmp_path: 
     assert summary.pending == 1
     assert summary.pending_guids == [guid(4)]
     assert summary.guids.not_received == []
+
+
+async def test_set_aside_hubs_are_reported_apart_until_put_back(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    # Hubs 7 and 8 were put in before their batch was imported; 7 is put back and flashed.
+    await store.record_rejected(guid(7), 1, 2, "not_in_batch")
+    await store.record_rejected(guid(8), 1, 3, "not_in_batch")
+    rows = [ManifestRow(i + 2, guid(n), MODEL, OLD) for i, n in enumerate((7, 8, 9))]
+    batch_id = await store.import_batch(rows, "WO-78", "SUPPLIER-A", "pallet.csv")
+
+    async def summary() -> SummaryReport:
+        out = tmp_path / "reports"
+        await write_reports(store, batch_id, out)
+        text = await asyncio.to_thread((out / "summary.json").read_text, "utf-8")
+        return SummaryReport.model_validate_json(text)
+
+    interim = await summary()
+    assert [(e.guid, e.rig, e.slot) for e in interim.set_aside] == [
+        (guid(7), 1, 2),
+        (guid(8), 1, 3),
+    ]
+    assert interim.pending_guids == [guid(7), guid(8), guid(9)]
+
+    attempt = await store.begin_attempt(batch_id, guid(7), 1, 5)
+    await store.record_result(
+        GuidResult(
+            batch_id=batch_id,
+            guid=guid(7),
+            outcome=Outcome.REFLASHED,
+            rig=1,
+            slot=5,
+            attempts=attempt,
+            started=T0,
+            finished=T0 + timedelta(minutes=3),
+            model=MODEL,
+            **outcome_fields(Outcome.REFLASHED, 7),  # type: ignore[arg-type]  # mixed field types
+        )
+    )
+    assert [e.guid for e in (await summary()).set_aside] == [guid(8)]
+
+    await store.close_batch(batch_id)
+    final = await summary()
+    assert [e.guid for e in final.set_aside] == [guid(8)]
+    assert final.guids.not_received == [guid(8), guid(9)]
+    assert final.guids.reflashed == [guid(7)]
+    assert final.expected == sum(final.counts.model_dump().values())

@@ -178,8 +178,8 @@ def _check_outputs(paths: Paths, guid: str, result: dict[str, Any], jigctl: str)
     assert [r["detail"] for r in faults if r["guid"] == guid] == [detail]
 
     _no_raw("jigctl", jigctl.replace("\n", ""))
-    assert '"booking": "WO-1"' in jigctl
-    assert "rig1/slot1" in jigctl
+    assert "booking    WO-1" in jigctl
+    assert "\n1/1  " in jigctl
 
 
 def _strings(value: object) -> list[str]:

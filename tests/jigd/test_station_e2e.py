@@ -21,7 +21,6 @@ from jigd.store.sqlite import SqliteStore
 from tests.jigd.e2e_helpers import demo as _demo
 from tests.jigd.e2e_helpers import no_hub_left_unbootable as _no_hub_left_unbootable
 from tests.jigd.e2e_helpers import results as _results
-from tests.jigd.e2e_helpers import set_timeouts
 from tests.jigd.e2e_helpers import wait_for_slot as _wait_for_slot
 
 pytestmark = pytest.mark.slow  # end to end with real processes: not in `make test-fast`
@@ -137,9 +136,6 @@ async def test_hub_killed_during_its_swap_that_never_boots_fails_with_no_answer(
         )
         await run.daemon.kill()
         killed.append(str(slot["guid"]))
-        # Shorter boot waits than the demo's (the simulator boots in 2.1 s) keep the restarted
-        # daemon's three identify tries of the silent hub short.
-        set_timeouts(run.paths.config, boot_s=5.0, swap_s=5.0)
         await run.start_daemon()
 
     code, lines = await _demo(options, during=kill_during_boot)

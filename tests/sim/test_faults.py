@@ -56,6 +56,22 @@ async def test_bricked_after_reset_never_boots_again(tmp_path: Path) -> None:
             assert handle.hub.truth()["bricked"] is True
 
 
+async def test_never_boots_never_answers_from_the_first_power_on(tmp_path: Path) -> None:
+    """A hub dead on arrival: silent from the start, after a power cycle too."""
+    async with running_hub(tmp_path, timing=FAST, faults=Faults(never_boots=True)) as handle:
+        assert handle.hub.state is HubState.BRICKED
+        with Wire(handle.path) as wire:
+            await wire.send(smpos.EchoWriteRequest(d="anyone?"))
+            assert await wire.silent(0.2)
+            handle.hub.power_off()
+            handle.hub.power_on()
+            await handle.hub.wait_for_state(HubState.BRICKED, timeout_s=5.0)
+            await wire.send(smpos.EchoWriteRequest(d="still nobody?"))
+            assert await wire.silent(0.2)
+        assert handle.hub.boots == 0
+        assert handle.hub.truth()["bricked"] is True
+
+
 async def test_wrong_unlock_key_refuses_the_right_mac(tmp_path: Path) -> None:
     async with running_hub(tmp_path, timing=FAST, faults=Faults(wrong_unlock_key=True)) as handle:
         with Wire(handle.path) as wire:
@@ -188,3 +204,7 @@ def test_faults_are_deterministic_and_profiles_scale() -> None:
     assert 0.01 < sum(f.unrecoverable for f in light) / 2000 < 0.025
     assert len(harsh) == 2000  # every harsh hub corrupts and drops a little
     assert 0.3 < sum(len(f.names()) > 2 or f.unrecoverable for f in harsh) / 2000 < 0.55
+    # `dead`: dead hubs only, about one in eight, every one dead after its activation.
+    dead = faulty(FaultProfile.DEAD)
+    assert 0.1 < len(dead) / 2000 < 0.15
+    assert {tuple(f.names()) for f in dead} == {("bricked_after_reset",)}

@@ -11,13 +11,20 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from jigd.events import BatchStatus, GuidResult, format_utc
+from jigd.events import BatchStatus, GuidResult, format_utc, parse_utc, set_aside_alert_event
 from jigd.manifest import FILE_FIELD, ManifestError, ManifestProblem, ManifestRow
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
 from jigd.store.errors import BatchBusyError, GuidInOpenBatchError, StoreError
 from jigd.store.sqlite import rows as db
 from jigd.store.sqlite.worker import SqliteWorker, notifies, on_worker
-from jigd.store.values import INTERRUPTED_CODE, BatchInfo, BatchRef, GuidState, GuidStatus
+from jigd.store.values import (
+    INTERRUPTED_CODE,
+    BatchInfo,
+    BatchRef,
+    GuidState,
+    GuidStatus,
+    SetAsideHub,
+)
 
 __all__ = ["BatchOperations"]
 
@@ -91,6 +98,22 @@ class BatchOperations(SqliteWorker):
                 guids=len(by_guid),
             )
             db.enqueue_summary(conn, batch_id, now, with_guids=False)
+            aside = db.set_aside(conn, batch_id)
+            for hub in aside:
+                db.journal(
+                    conn,
+                    now,
+                    "set_aside",
+                    batch_id=batch_id,
+                    guid=hub.guid,
+                    rig=hub.rig,
+                    slot=hub.slot,
+                    seen_at=format_utc(hub.seen_at),
+                )
+                alert = set_aside_alert_event(
+                    batch_id, hub.guid, hub.rig, hub.slot, hub.seen_at, now=parse_utc(now)
+                )
+                db.enqueue(conn, alert, now)
         _LOGGER.info(
             "batch %s imported from %s: %d GUID(s), booking %s, party %s",
             batch_id,
@@ -99,6 +122,14 @@ class BatchOperations(SqliteWorker):
             booking,
             party,
         )
+        for hub in aside:
+            _LOGGER.warning(
+                "batch %s: hub %s was rejected in rig %d slot %d before the import: re-insert it",
+                batch_id,
+                hub.guid,
+                hub.rig,
+                hub.slot,
+            )
         return batch_id
 
     @on_worker
@@ -117,6 +148,11 @@ class BatchOperations(SqliteWorker):
     def get_batch(self, batch_id: str) -> BatchInfo:
         with self._read() as conn:
             return db.batch_info(conn, batch_id)
+
+    @on_worker
+    def set_aside(self, batch_id: str) -> list[SetAsideHub]:
+        with self._read() as conn:
+            return db.set_aside(conn, batch_id)
 
     @notifies
     @on_worker

@@ -177,6 +177,8 @@ def _check_alert(
 ) -> None:
     if kind is AlertKind.REJECTED_HUB:
         raise InvalidRecordError("a rejected hub is recorded with record_rejected")
+    if kind is AlertKind.HUB_SET_ASIDE:
+        raise InvalidRecordError("a set-aside hub is alerted by import_batch")
     if kind is AlertKind.RIG_OFFLINE and rig is None:
         raise InvalidRecordError("a rig_offline alert needs the rig")
     if kind is AlertKind.NO_FIRMWARE and model is None:

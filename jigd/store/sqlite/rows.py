@@ -25,7 +25,7 @@ from jigd.store.errors import (
     UnknownBatchError,
     UnknownGuidError,
 )
-from jigd.store.values import BatchInfo, GuidState, GuidStatus, summary_event
+from jigd.store.values import BatchInfo, GuidState, GuidStatus, SetAsideHub, summary_event
 
 _T = TypeVar("_T")
 
@@ -149,11 +149,32 @@ def state_row(conn: sqlite3.Connection, batch_id: str, guid: Guid) -> GuidState:
     return to_state(row)
 
 
+def set_aside(conn: sqlite3.Connection, batch_id: str) -> list[SetAsideHub]:
+    """The batch's GUIDs rejected as `not_in_batch` and never attempted since (the store
+    contract's `set_aside`), with their last such rejection."""
+    batch_row(conn, batch_id)  # UnknownBatchError
+    rows = conn.execute(
+        # SQLite takes the other columns from the row holding MAX(r.ts): the last rejection.
+        "SELECT r.guid, r.rig, r.slot, MAX(r.ts) FROM guid_states s "
+        "JOIN rejected_hubs r ON r.guid = s.guid "
+        "WHERE s.batch_id = ? AND r.reason = 'not_in_batch' "
+        "AND s.attempts = 0 AND (s.status = 'pending' OR s.outcome = 'not_received') "
+        "GROUP BY r.guid ORDER BY r.guid",
+        (batch_id,),
+    ).fetchall()
+    return [
+        SetAsideHub(guid=Guid.parse(g), rig=r, slot=sl, seen_at=parse_utc(ts))
+        for g, r, sl, ts in rows
+    ]
+
+
 def enqueue_summary(conn: sqlite3.Connection, batch_id: str, now: str, *, with_guids: bool) -> None:
     """Queue the batch's summary event (with the GUID lists per outcome when `with_guids`)."""
     info = batch_info(conn, batch_id)
     guids: dict[Outcome, list[Guid]] | None = None
+    aside: list[Guid] = []
     if with_guids:
+        aside = [hub.guid for hub in set_aside(conn, batch_id)]
         guids = {o: [] for o in Outcome}
         for guid, outcome in conn.execute(
             "SELECT guid, outcome FROM guid_states "
@@ -161,7 +182,7 @@ def enqueue_summary(conn: sqlite3.Connection, batch_id: str, now: str, *, with_g
             (batch_id,),
         ):
             guids[Outcome(outcome)].append(Guid.parse(guid))
-    enqueue(conn, summary_event(info, guids, now=parse_utc(now)), now)
+    enqueue(conn, summary_event(info, guids, now=parse_utc(now), set_aside=aside), now)
 
 
 def write_result(conn: sqlite3.Connection, result: GuidResult, now: str, *, summary: bool) -> None:

@@ -463,6 +463,52 @@ async def test_record_rejected_is_outside_every_batch(store: Store) -> None:
     )
 
 
+async def test_hubs_rejected_before_their_batch_are_set_aside_until_put_back(
+    store: Store,
+) -> None:
+    await store.record_rejected(guid(1), 1, 3, "not_in_batch")
+    await store.record_rejected(guid(2), 1, 4, "not_in_batch")
+    await store.record_rejected(guid(2), 2, 5, "not_in_batch")  # tried again elsewhere
+    await store.record_rejected(guid(3), 1, 6, "other_reason")
+    await store.record_rejected(guid(9), 1, 7, "not_in_batch")  # in no batch
+    before = len(await store.outbox_pending())
+    batch_id = await store.import_batch(rows(1, 2, 3, 4), "WO", "P", "m.csv")
+
+    aside = await store.set_aside(batch_id)
+    assert [(h.guid, h.rig, h.slot) for h in aside] == [(guid(1), 1, 3), (guid(2), 2, 5)]
+    created = (await store.get_batch(batch_id)).created_at
+    assert all(h.seen_at < created for h in aside)  # seen before the import
+    alerts = [
+        AlertPayload.model_validate_json(m.payload)
+        for m in (await store.outbox_pending())[before:]
+        if route(m).topic == "alerts"
+    ]
+    assert [(a.kind, a.guid, a.rig, a.slot, a.reason) for a in alerts] == [
+        ("hub_set_aside", guid(1), 1, 3, "not_in_batch"),
+        ("hub_set_aside", guid(2), 2, 5, "not_in_batch"),
+    ]
+    assert all(batch_id in a.message and "re-insert" in a.message for a in alerts)
+    assert [e.kind for e in await store.journal(batch_id=batch_id, guid=guid(1))] == ["set_aside"]
+
+    # A slot that looked just before the import committed rejects after it: set aside too.
+    await store.record_rejected(guid(4), 1, 1, "not_in_batch")
+    assert [h.guid for h in await store.set_aside(batch_id)] == [guid(1), guid(2), guid(4)]
+    # Put back: it leaves the list at its first attempt.
+    await flash(store, batch_id, 1, Outcome.REFLASHED)
+    assert [h.guid for h in await store.set_aside(batch_id)] == [guid(2), guid(4)]
+    await flash(store, batch_id, 4, Outcome.FAILED)
+
+    info = await store.close_batch(batch_id)
+    assert info.counts[Outcome.NOT_RECEIVED] == 2
+    assert info.expected == sum(info.counts.values())
+    assert [h.guid for h in await store.set_aside(batch_id)] == [guid(2)]
+    final = SummaryPayload.model_validate_json((await store.outbox_pending())[-1].payload)
+    assert final.guids is not None
+    assert (final.guids.not_received, final.set_aside) == ([guid(2), guid(3)], [guid(2)])
+    with pytest.raises(UnknownBatchError):
+        await store.set_aside("B999999")
+
+
 async def test_outbox_changed_is_set_by_commits_that_queue_messages(store: Store) -> None:
     store.outbox_changed.clear()
     batch_id = await store.import_batch(rows(1), "WO", "P", "m.csv")
