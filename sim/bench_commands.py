@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from jigd.model import DeviceModel, FirmwareVersion, Guid, IdentifierError
+from sim.files import write_atomically
 
 __all__ = ["add_bench_parsers"]
 
@@ -46,7 +47,7 @@ def _image(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     out: Path = args.out
     try:
-        out.write_bytes(image)
+        write_atomically(out, image)
     except OSError as exc:
         print(f"error: {out}: cannot write it: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILED
