@@ -165,12 +165,14 @@ class Rig:
 
     async def vanish(self) -> None:
         """The rig drops off the host (USB unplugged, power lost): ports and symlinks go,
-        hubs in its slots lose power."""
+        hubs in its slots lose power, and its LEDs go dark (a lit LED is what the controller
+        was last told; an operator must not act on one from before the outage)."""
         if not self.present:
             return
         for slot in self.slots:
             if slot.hub is not None:
                 slot.hub.power_off()
+            slot.led = LedColour.OFF
         await self._disappear()
 
     async def reappear(self) -> None:

@@ -98,10 +98,12 @@ async def test_a_rig_vanishes_and_comes_back_at_the_same_paths(tmp_path: Path) -
         rig.insert(1, hub)
         await hub.wait_for_state(HubState.RUNNING, timeout_s=BOOTED_S)
         ctl, slot = Path(rig.ctl_path), tmp_path / "rig1" / "slot1"
+        rig.slot(1).led = LedColour.RED  # the hub's result, shown before the outage
         await rig.vanish()
         assert not _is_link(ctl)
         assert not _is_link(slot)
         assert hub.state is HubState.OFF
+        assert rig.slot(1).led is LedColour.OFF  # no power, no LED: the operator leaves it
         await rig.reappear()
         assert _is_link(ctl)
         assert _is_link(slot)
