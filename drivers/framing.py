@@ -21,6 +21,7 @@ from io import BytesIO
 from typing import Final, Literal, Protocol
 
 import cbor2
+from smp import image_management as smpimg
 from smp import packet as smp_packet
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "RawFraming",
     "framing_for",
     "parse_header",
+    "upload_frame_sizes",
 ]
 
 SMP_HEADER: Final = struct.Struct("!BBHHBB")
@@ -360,3 +362,14 @@ def framing_for(name: str, *, accept_ops: frozenset[int] = ALL_OPS) -> Framing:
     if name == "console":
         return ConsoleFraming()
     raise ValueError(f"unknown SMP framing {name!r}; use 'console' or 'raw'")
+
+
+def upload_frame_sizes(image_size: int, buf_size: int) -> list[int]:
+    """Sizes of the SMP upload request frames of an `image_size`-byte image when each request
+    frame fills `buf_size` bytes (the physical bound's and the capacity plan's wire time)."""
+    # Overhead of a request frame with an empty data field and a worst-case (4-byte) offset; a
+    # data field of n bytes adds n plus a 3-byte CBOR length for n < 65536.
+    empty = len(bytes(smpimg.ImageUploadWriteRequest(off=0xFFFF_FFFF, data=b"")))
+    per_frame = max(1, buf_size - empty - 3)
+    full, rest = divmod(image_size, per_frame)
+    return [buf_size] * full + ([empty + 3 + rest] if rest else [])

@@ -1,5 +1,6 @@
 """Station alerts for the logistics system's `alerts` topic: a rig gone offline, no firmware, a
-hub that cannot be identified.
+hub that cannot be identified, a slot the yield watch finds suspect (jigd.slot_yield: once,
+when it becomes suspect; not again until it has recovered).
 
 Rejected hubs are alerted by the store itself (`record_rejected`). The others are seen by a
 station observer and journalled with `Store.record_alert`, which queues the `alerts` message in
@@ -20,6 +21,7 @@ from typing import Final
 
 from jigd.events import AlertKind, GuidResult
 from jigd.model import DeviceModel, Guid, Outcome
+from jigd.slot_yield import Suspicion
 from jigd.station import StationObserver
 from jigd.store import Store, StoreError
 
@@ -42,8 +44,8 @@ class _Alert:
 
 
 class AlertRecorder:
-    """Turns rig-down, no-firmware and unidentified-hub events into journalled alerts; `run()`
-    until cancelled."""
+    """Turns rig-down, no-firmware, unidentified-hub and suspect-slot events into journalled
+    alerts; `run()` until cancelled."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -52,8 +54,23 @@ class AlertRecorder:
 
     def observer(self) -> StationObserver:
         return StationObserver(
-            on_rig=self.rig_changed, on_result=self.result, on_unidentified=self.unidentified
+            on_rig=self.rig_changed,
+            on_result=self.result,
+            on_unidentified=self.unidentified,
+            on_slot_suspect=self.slot_suspect,
         )
+
+    def slot_suspect(self, change: Suspicion) -> None:
+        """A slot that became suspect (a recovery is no alert)."""
+        if change.reason is not None:
+            alert = _Alert(
+                AlertKind.SLOT_SUSPECT,
+                change.reason,
+                rig=change.rig,
+                slot=change.slot,
+                reason="failure_rate",
+            )
+            self._queue.put_nowait(alert)
 
     def unidentified(self, rig: int, slot: int, code: str, detail: str) -> None:
         """A hub in a slot that cannot be identified (no jig group): never written."""

@@ -188,6 +188,18 @@ def _examples() -> dict[str, list[dict[str, Any]]]:
                 ),
                 event(10),
             ),
+            _example(
+                alert_event(
+                    AlertKind.SLOT_SUSPECT,
+                    rig=1,
+                    slot=6,
+                    detail="4 of its last 6 hubs failed (upload:link_timeout x4), significantly "
+                    "more than the rest of the rig (p = 1.4e-05)",
+                    reason="failure_rate",
+                    now=_T0,
+                ),
+                event(11),
+            ),
         ],
     }
 

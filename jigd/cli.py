@@ -13,6 +13,7 @@ from drivers.untrusted import PrintableFormatter
 from jigd.catalog_cli import add_catalog_parser
 from jigd.cli_common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, make_parser
 from jigd.config import ConfigError, StationConfig, check_paths, load_config
+from jigd.store_cli import add_store_parser
 
 MAX_PORT = 65535
 
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reference.set_defaults(func=_config_reference)
     add_catalog_parser(commands)
+    add_store_parser(commands)
 
     run = commands.add_parser("run", help="run the station daemon in the foreground")
     run.add_argument(
@@ -173,8 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rigs", type=int, default=3, help="rigs of 8 slots (default 3)")
     demo.add_argument(
         "--faults",
-        choices=["none", "light", "harsh", "dead"],
-        help="fault profile of the pallet (default light; none with --hub-exe)",
+        choices=["none", "light", "harsh", "dead", "worn-slot"],
+        help="fault profile of the pallet (default light; none with --hub-exe); worn-slot: "
+        "healthy hubs, and one slot of rig 1 (drawn from --seed, named in the output and the "
+        "ground truth) whose link gets worse with every hub put in it",
     )
     demo.add_argument(
         "--seed", type=int, default=1, help="keys, GUIDs, models and faults seed (default 1)"

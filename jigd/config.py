@@ -32,7 +32,9 @@ __all__ = [
     "RetryConfig",
     "RigConfig",
     "SecretsConfig",
+    "SelftestConfig",
     "SlotConfig",
+    "SlotYieldConfig",
     "StationConfig",
     "StoreConfig",
     "TimeoutConfig",
@@ -283,6 +285,24 @@ class TimeoutConfig(_Strict):
     )
 
 
+class SlotYieldConfig(_Strict):
+    """The slot yield watch (docs/install.md, "Slot yield watch"): a slot failing hubs
+    significantly more often than the rest of its rig raises a `slot_suspect` alert."""
+
+    window_hubs: Annotated[int, Field(ge=5, le=10000)] = Field(
+        default=50, description="the last results per slot the watch counts"
+    )
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
+        default=0.99,
+        description="how sure the one-sided exact binomial test must be that a slot fails more "
+        "often than the rest of its rig: a healthy rig raises a false alarm with probability "
+        "about 1 - confidence at most while each of its slots finishes window_hubs hubs",
+    )
+    min_hubs: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=5, description="hubs a slot must have finished in its window before it is judged"
+    )
+
+
 class StoreConfig(_Strict):
     """Where the store (batches, results, journal, outbox) lives."""
 
@@ -292,6 +312,25 @@ class StoreConfig(_Strict):
             "the store's URL: `sqlite:///absolute/path.sqlite3` or `sqlite:relative/path.sqlite3` "
             "(relative to this file); the default is store_path's file"
         ),
+    )
+
+
+class RetentionConfig(_Strict):
+    """How long the store keeps what it no longer needs (docs/install.md, "Retention"); a
+    batch's books (its GUIDs, results and attempts) are never purged."""
+
+    outbox_published_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=7.0, description="days a delivered MQTT message stays in the outbox"
+    )
+    journal_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=400.0,
+        description="days a batch's journal is kept after the batch is closed (and events "
+        "outside every batch after they happened); export it first with `jigctl export`",
+    )
+    purge_every_h: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=24.0,
+        description="hours between the daemon's purges (the first an hour after it starts); "
+        "0: none, only `jigd store purge`",
     )
 
 
@@ -353,6 +392,16 @@ def _loopback(host: str) -> bool:
         return False
 
 
+class SelftestConfig(_Strict):
+    """The rig self-test (jigd.selftest; `jigctl selftest RIG` runs it at any time)."""
+
+    at_start: bool = Field(
+        default=False,
+        description="self-test each rig when jigd starts, once its controller answers; a slot "
+        "that fails a check is taken out of service with the reason",
+    )
+
+
 class StationConfig(_Strict):
     """The whole configuration of one station."""
 
@@ -387,7 +436,10 @@ class StationConfig(_Strict):
     secrets: SecretsConfig = SecretsConfig()
     retries: RetryConfig = RetryConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
+    retention: RetentionConfig = RetentionConfig()
     web: WebConfig = WebConfig()
+    selftest: SelftestConfig = SelftestConfig()
+    slot_yield: SlotYieldConfig = SlotYieldConfig()
 
     def to_toml(self, comment: str = "") -> str:
         """The settings this config was given (defaults left out) as TOML text that

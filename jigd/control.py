@@ -11,11 +11,16 @@
 | GET | /v1/batches/{id}/report | the four report files, `{files: {name: text}}` |
 | GET | /v1/rejected | hubs rejected by this station |
 | POST | /v1/catalog/reload | re-read the firmware catalog |
+| GET | /v1/stage-times | measured times per Device Model, rigs, hubs per rig-hour (`jigctl plan`) |
+| POST | /v1/slots/disable | take a slot out of service: `{rig, slot, reason, by}` |
+| POST | /v1/slots/enable | put it back: `{rig, slot, reason, by}` |
+| POST | /v1/selftest | self-test a rig now: `{rig}`; failing slots are disabled |
 
-Errors are `{error, problems?}` with 400 for bad input, 404 for an unknown batch, 409 for a
-state conflict (closing a closed or busy batch). The request and response models, shared with
-`jigctl`, are in jigd.control_api; docs/openapi.yaml is generated from them. The web station
-view (jigd.web) serves the same handlers under `/api`.
+Errors are `{error, problems?}` with 400 for bad input, 404 for an unknown batch, rig or
+slot, 409 for a state conflict (closing a closed or busy batch, self-testing a rig that is
+down). The request and response models, shared with `jigctl`, are in jigd.control_api;
+docs/openapi.yaml is generated from them. The web station view (jigd.web) serves the same
+handlers under `/api`.
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ from jigd import control_api as api
 from jigd.events import BatchStatus, SlotStatus, format_utc
 from jigd.manifest import ManifestError, ManifestRow, parse_manifest
 from jigd.model import SlotState
+from jigd.plan_source import stage_times
 from jigd.reports import render_reports
+from jigd.selftest import SelftestOutcome
+from jigd.slot_service import UnknownSlotError
 from jigd.startup import StartupError, os_reason
 from jigd.station import Station
 from jigd.store import (
@@ -49,7 +57,9 @@ from jigd.store import (
     BatchInfo,
     GuidInOpenBatchError,
     GuidState,
+    SelftestRun,
     SetAsideHub,
+    SlotService,
     StoreError,
     UnknownBatchError,
 )
@@ -74,7 +84,36 @@ PROBE_TIMEOUT_S: Final = 2.0  # whether a process still serves on an existing so
 _FileId = tuple[int, int, int]  # st_dev, st_ino, st_ctime_ns
 
 
-def slot_view(status: SlotStatus) -> api.SlotView:
+def service_view(service: SlotService) -> api.ServiceView:
+    return api.ServiceView(
+        rig=service.rig,
+        slot=service.slot,
+        disabled=service.disabled,
+        reason=service.reason,
+        by=service.by,
+        at=service.at,
+    )
+
+
+def selftest_view(run: SelftestRun, outcome: SelftestOutcome | None = None) -> api.SelftestView:
+    return api.SelftestView(
+        rig=run.rig,
+        ts=run.ts,
+        failed=run.failed,
+        checks=[
+            api.CheckView(slot=c.slot, check=c.check, passed=c.passed, detail=c.detail)
+            for c in run.checks
+        ],
+        skipped=list(outcome.skipped) if outcome else [],
+        disabled=list(outcome.disabled) if outcome else [],
+    )
+
+
+def slot_view(
+    status: SlotStatus, disabled: SlotService | None = None, suspect: str | None = None
+) -> api.SlotView:
+    """The slot's status as the API shows it: `disabled` while it is out of service, `suspect`
+    why the yield watch suspects it."""
     now = time.monotonic()
     return api.SlotView(
         rig=status.rig,
@@ -98,6 +137,8 @@ def slot_view(status: SlotStatus) -> api.SlotView:
             waited_s=round(now - status.wait.since, 1),
             limit_s=status.wait.limit_s,
         ),
+        disabled=None if disabled is None else service_view(disabled),
+        suspect=suspect,
     )
 
 
@@ -259,9 +300,20 @@ class Handlers:
         station = self.station
         rate = station.throughput.per_second()
         batches = await open_batches(station)
+        selftests = {run.rig: run for run in await station.store.last_selftests()}
         rigs = [
             api.RigView(
-                rig=rig.rig, up=rig.up, slots=[slot_view(w.status) for w in rig.workers.values()]
+                rig=rig.rig,
+                up=rig.up,
+                slots=[
+                    slot_view(
+                        w.status,
+                        station.disabled(rig.rig, s),
+                        station.slot_yield.suspect(rig.rig, s),
+                    )
+                    for s, w in rig.workers.items()
+                ],
+                selftest=selftest_view(selftests[rig.rig]) if rig.rig in selftests else None,
             )
             for rig in station.rigs
         ]
@@ -336,6 +388,63 @@ class Handlers:
             raise api.ApiError(400, str(exc)) from None
         return api.CatalogReloaded(entries=count, rejected=_rejected_entries(self.station))
 
+    async def stage_times(self, request: web.Request) -> api.StageTimes:
+        station = self.station
+        return await stage_times(station.store, station.config, station.catalog)
+
+    async def journal(self, request: web.Request) -> api.BatchJournal:
+        batch = request.match_info["batch"]
+        await self.station.store.get_batch(batch)  # UnknownBatchError: 404
+        events = await self.station.store.journal(batch_id=batch)
+        return api.BatchJournal(
+            batch=batch,
+            events=[
+                api.JournalEntryView(
+                    id=e.id,
+                    ts=e.ts,
+                    kind=e.kind,
+                    batch=e.batch_id,
+                    guid=e.guid,
+                    rig=e.rig,
+                    slot=e.slot,
+                    data=dict(e.data),
+                )
+                for e in events
+            ],
+        )
+
+    async def backup(self, request: web.Request) -> api.BackupDone:
+        body = api.BackupRequest.parse(await request.text())
+        target = Path(body.path)
+        if not target.is_absolute():
+            raise api.ApiError(400, f"backup path {body.path!r} is not absolute")
+        done = await self.station.store.backup(target)
+        return api.BackupDone(path=str(done.path), size=done.size, blocked_s=done.blocked_s)
+
+    async def disable_slot(self, request: web.Request) -> api.ServiceView:
+        body = api.parse_body(api.SlotServiceRequest, await request.text())
+        services = self.station.services
+        service = await services.disable(body.rig, body.slot, reason=body.reason, by=body.by)
+        finishing = services.worker(body.rig, body.slot).handling
+        return service_view(service).model_copy(update={"finishing": finishing})
+
+    async def enable_slot(self, request: web.Request) -> api.ServiceView:
+        body = api.parse_body(api.SlotServiceRequest, await request.text())
+        service = await self.station.services.enable(
+            body.rig, body.slot, reason=body.reason, by=body.by
+        )
+        return service_view(service)
+
+    async def selftest(self, request: web.Request) -> api.SelftestView:
+        body = api.parse_body(api.SelftestRequest, await request.text())
+        rig = self.station.rig(body.rig)
+        if rig is None:
+            raise UnknownSlotError(f"rig {body.rig} is not in the station's config")
+        if not rig.up:
+            raise api.ApiError(409, f"rig {body.rig} is down: its controller does not answer")
+        outcome = await self.station.selftest(rig)
+        return selftest_view(outcome.run, outcome)
+
     def handlers(self) -> dict[str, _Handler]:
         """Each endpoint's handler by operation id."""
         return {
@@ -348,6 +457,12 @@ class Handlers:
             api.REPORT.operation_id: self.report,
             api.REJECTED.operation_id: self.rejected,
             api.RELOAD_CATALOG.operation_id: self.reload_catalog,
+            api.STAGE_TIMES.operation_id: self.stage_times,
+            api.JOURNAL.operation_id: self.journal,
+            api.BACKUP.operation_id: self.backup,
+            api.DISABLE_SLOT.operation_id: self.disable_slot,
+            api.ENABLE_SLOT.operation_id: self.enable_slot,
+            api.SELFTEST.operation_id: self.selftest,
         }
 
 
@@ -369,7 +484,7 @@ async def error_middleware(
         response: web.StreamResponse = await handler(request)
     except api.ApiError as exc:
         return _json(exc.body, exc.status)
-    except UnknownBatchError as exc:
+    except (UnknownBatchError, UnknownSlotError) as exc:
         return _json(api.ErrorResponse(error=str(exc)), 404)
     except (BatchClosedError, BatchBusyError) as exc:
         return _json(api.ErrorResponse(error=str(exc)), 409)

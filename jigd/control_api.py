@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    StrictInt,
     StrictStr,
     ValidationError,
     WithJsonSchema,
@@ -38,11 +39,15 @@ __all__ = [
     "BATCHES",
     "BATCH_GUIDS",
     "CLOSE_BATCH",
+    "DISABLE_SLOT",
+    "ENABLE_SLOT",
     "ENDPOINTS",
     "IMPORT_BATCH",
     "REJECTED",
     "RELOAD_CATALOG",
     "REPORT",
+    "SELFTEST",
+    "STAGE_TIMES",
     "STATUS",
     "ApiError",
     "ApiModel",
@@ -52,23 +57,35 @@ __all__ = [
     "BatchList",
     "BatchView",
     "CatalogReloaded",
+    "CheckView",
     "Endpoint",
     "ErrorResponse",
     "GuidView",
     "LoopLag",
+    "ModelTimes",
     "OpenBatchView",
     "RejectedEntryView",
     "RejectedHubView",
     "RejectedList",
     "ReportFiles",
+    "RigHour",
     "RigView",
+    "SelftestRequest",
+    "SelftestView",
+    "ServiceView",
     "SetAsideView",
+    "SlotServiceRequest",
     "SlotView",
+    "StageTime",
+    "StageTimes",
     "StatusResponse",
     "WaitView",
+    "parse_body",
 ]
 
 IMPORT_FIELDS: Final = ("manifest", "source", "booking", "party", "again")
+
+_B = TypeVar("_B", bound="ApiModel")
 
 
 class ApiModel(BaseModel):
@@ -133,6 +150,22 @@ class WaitView(ApiModel):
     limit_s: float
 
 
+class ServiceView(ApiModel):
+    """A slot out of service (`jigctl slot disable`, or a failed self-test), or put back."""
+
+    rig: int
+    slot: int
+    disabled: bool
+    reason: str = Field(description="why, as given (a self-test's: `selftest: <part>: ...`)")
+    by: str = Field(description="who changed it (`selftest` for a failed self-test)")
+    at: IsoDateTime
+    finishing: bool = Field(
+        default=False,
+        description="in the answer to a disable: a hub is being flashed in the slot; it is "
+        "finished first, then the slot starts no other",
+    )
+
+
 class SlotView(ApiModel):
     """What a slot is doing."""
 
@@ -161,6 +194,44 @@ class SlotView(ApiModel):
     wait: WaitView | None = Field(
         default=None, description="what the slot is waiting for, with its time limit"
     )
+    disabled: ServiceView | None = Field(
+        default=None,
+        description="set while the slot is out of service: it starts no hub (one it is "
+        "flashing finishes first)",
+    )
+    suspect: str | None = Field(
+        default=None,
+        description="why the slot yield watch finds the slot failing hubs significantly more "
+        "often than the rest of its rig (a `slot_suspect` alert); absent while it does not",
+    )
+
+
+class CheckView(ApiModel):
+    """One check of a rig self-test."""
+
+    slot: int | None = Field(description="the slot checked; absent for the controller")
+    check: str = Field(
+        description="`controller` (answers), `power` (the switch toggles and presence "
+        "follows), `led` (each colour acknowledged), `port` (opens), `echo` (the hub answers)",
+        examples=["power"],
+    )
+    passed: bool
+    detail: str = Field(description="what failed, for a person; empty if it passed")
+
+
+class SelftestView(ApiModel):
+    """A rig's self-test: each check, when, and what it did to the slots."""
+
+    rig: int
+    ts: IsoDateTime
+    failed: int = Field(description="checks that failed")
+    checks: list[CheckView]
+    skipped: list[int] = Field(
+        default_factory=list, description="slots not tested: a hub was being flashed there"
+    )
+    disabled: list[int] = Field(
+        default_factory=list, description="slots taken out of service because a check failed"
+    )
 
 
 class RigView(ApiModel):
@@ -169,6 +240,9 @@ class RigView(ApiModel):
     rig: int
     up: bool
     slots: list[SlotView]
+    selftest: SelftestView | None = Field(
+        default=None, description="the rig's last self-test (its checks), if it had one"
+    )
 
 
 class SetAsideView(ApiModel):
@@ -354,6 +428,32 @@ def _field_problems(values: dict[str, Any], exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class SlotServiceRequest(ApiModel):
+    """Take a slot out of service, or put it back."""
+
+    rig: StrictInt = Field(ge=1)
+    slot: StrictInt = Field(ge=1, le=8)
+    reason: Name = Field(description="why; printable text, one line")
+    by: Name = Field(description="who asks (jigctl sends the user's login name)")
+
+
+class SelftestRequest(ApiModel):
+    """Self-test a rig now."""
+
+    rig: StrictInt = Field(ge=1)
+
+
+def parse_body(model: type[_B], body: str) -> _B:
+    """A request body as `model`; ApiError(400) naming each field that is wrong."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ApiError(400, f"bad request: {'; '.join(problems)}") from None
+
+
 class BatchImported(ApiModel):
     """The new batch."""
 
@@ -414,6 +514,51 @@ class RejectedList(ApiModel):
     rejected: list[RejectedHubView]
 
 
+class JournalEntryView(ApiModel):
+    """One journal event (docs/install.md, "Retention": what `jigctl export` writes a line of)."""
+
+    id: int = Field(description="its place in the journal (commit order)")
+    ts: IsoDateTime
+    kind: str = Field(examples=["result"])
+    batch: str | None
+    guid: GuidField | None
+    rig: int | None
+    slot: int | None
+    data: dict[str, Any] = Field(description="the event's fields, by name")
+
+
+class BatchJournal(ApiModel):
+    """A batch's journal, oldest first: every action on its GUIDs, until retention purges it."""
+
+    batch: str = Field(examples=["B000001"])
+    events: list[JournalEntryView]
+
+
+class BackupRequest(ApiModel):
+    """Where the daemon writes an online backup of its store."""
+
+    path: NonBlank = Field(
+        description="an absolute path of a file that does not exist yet, in a directory the "
+        "daemon's user may write"
+    )
+
+    @classmethod
+    def parse(cls, body: str) -> BackupRequest:
+        """Validate a request body; ApiError(400) says what it should be."""
+        try:
+            return cls.model_validate_json(body)
+        except ValidationError:
+            raise ApiError(400, 'the request body is not {"path": "/absolute/new/file"}') from None
+
+
+class BackupDone(ApiModel):
+    """A finished backup."""
+
+    path: str
+    size: int = Field(description="bytes")
+    blocked_s: float = Field(description="seconds the store's other work waited for the copy")
+
+
 class CatalogReloaded(ApiModel):
     """The firmware catalog, read again."""
 
@@ -421,6 +566,70 @@ class CatalogReloaded(ApiModel):
     rejected: list[RejectedEntryView] = Field(
         description="those that failed verification: never flashed"
     )
+
+
+class StageTime(ApiModel):
+    """The durations of one stage (a span of the flash procedure) over a Device Model's hubs."""
+
+    count: int = Field(description="hubs measured")
+    median_s: float
+    p90_s: float = Field(description="90th percentile")
+
+
+class ModelTimes(ApiModel):
+    """A Device Model's measured times and yield, from every hub of it with an outcome of its
+    own (reflashed, already_current or failed) in the store."""
+
+    model: DeviceModelField
+    hubs: int = Field(description="hubs with an outcome of their own")
+    reflashed: int
+    already_current: int
+    failed: int
+    first_pass: int = Field(description="hubs reflashed or already current at their first attempt")
+    retries: int = Field(description="attempts after the first, over all its hubs")
+    retry_s: float = Field(
+        description="mean seconds per hub spent before its last attempt (earlier attempts and "
+        "the power cycles between them)"
+    )
+    upload: StageTime | None = Field(
+        description="reflashed hubs' last attempt, from its start to the end of the upload "
+        "(authorize, select, check_current, unlock, upload)"
+    )
+    activate: StageTime | None = Field(
+        description="reflashed hubs' last attempt, from the end of the upload to the result "
+        "(mark_test, reset, await_boot, verify, confirm, lock, record)"
+    )
+    check: StageTime | None = Field(
+        description="already-current hubs' last attempt, from its start to the result"
+    )
+    failing: StageTime | None = Field(
+        description="failed hubs, from their first attempt's start to the result"
+    )
+    hub: StageTime = Field(description="every hub, from its first attempt's start to the result")
+    image_bytes: int | None = Field(
+        description="size of the Device Model's latest selectable image in the catalog; "
+        "absent if there is none"
+    )
+
+
+class RigHour(ApiModel):
+    """How many hubs a rig finished (with an outcome of their own) in one clock hour."""
+
+    rig: int
+    hour: IsoDateTime = Field(description="the start of the hour (UTC)")
+    hubs: int
+
+
+class StageTimes(ApiModel):
+    """The measured times the capacity plan (`jigctl plan`) is made from.
+
+    Per Device Model, the times of its hubs; the station's rigs and slots; hubs finished per
+    rig and clock hour."""
+
+    models: list[ModelTimes]
+    rigs: int = Field(description="rigs in the config")
+    slots_per_rig: int = Field(description="most slots a rig of the config has")
+    hourly: list[RigHour]
 
 
 _R = TypeVar("_R", bound=ApiModel)
@@ -491,6 +700,58 @@ RELOAD_CATALOG: Final = Endpoint(
     CatalogReloaded,
     errors=(400,),
 )
+STAGE_TIMES: Final = Endpoint(
+    "getStageTimes",
+    "GET",
+    "/v1/stage-times",
+    "Measured stage times per Device Model, for the capacity plan",
+    StageTimes,
+)
+JOURNAL: Final = Endpoint(
+    "getBatchJournal",
+    "GET",
+    "/v1/batches/{batch}/journal",
+    "A batch's journal events, for export before retention purges them",
+    BatchJournal,
+    errors=(404,),
+)
+BACKUP: Final = Endpoint(
+    "backupStore",
+    "POST",
+    "/v1/backup",
+    "Write a consistent online backup of the store to a new file",
+    BackupDone,
+    request=BackupRequest,
+    status=201,
+    errors=(400,),
+)
+DISABLE_SLOT: Final = Endpoint(
+    "disableSlot",
+    "POST",
+    "/v1/slots/disable",
+    "Take a slot out of service: it starts no hub until enabled",
+    ServiceView,
+    request=SlotServiceRequest,
+    errors=(400, 404),
+)
+ENABLE_SLOT: Final = Endpoint(
+    "enableSlot",
+    "POST",
+    "/v1/slots/enable",
+    "Put a slot back in service",
+    ServiceView,
+    request=SlotServiceRequest,
+    errors=(400, 404),
+)
+SELFTEST: Final = Endpoint(
+    "selftestRig",
+    "POST",
+    "/v1/selftest",
+    "Self-test a rig now; slots that fail are taken out of service",
+    SelftestView,
+    request=SelftestRequest,
+    errors=(400, 404, 409),
+)
 ENDPOINTS: Final[tuple[Endpoint[Any], ...]] = (
     STATUS,
     BATCHES,
@@ -501,4 +762,10 @@ ENDPOINTS: Final[tuple[Endpoint[Any], ...]] = (
     REPORT,
     REJECTED,
     RELOAD_CATALOG,
+    STAGE_TIMES,
+    JOURNAL,
+    BACKUP,
+    DISABLE_SLOT,
+    ENABLE_SLOT,
+    SELFTEST,
 )

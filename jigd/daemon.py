@@ -32,6 +32,7 @@ from jigd.control import check_socket_path, serve_control
 from jigd.metrics import StationMetrics, serve_metrics
 from jigd.mqtt import MqttPublisher
 from jigd.mqtt_settings import check_mqtt_settings
+from jigd.retention import purge_every
 from jigd.sdnotify import Notifier, watchdog_interval_s
 from jigd.secrets import MasterKeys, Secret, load_password, load_token
 from jigd.service import StatusReporter, install_test_loop_blocker
@@ -113,13 +114,7 @@ async def _run_locked(
                 await _serve_web(services, station, web_token)
             for status in station.slots():  # every slot appears in the metrics from the start
                 metrics.observer().on_slot(status)
-            refresh = tasks.create_task(
-                metrics.refresh_every(station.store, lambda: station.catalog, METRICS_REFRESH_S),
-                name="metrics-refresh",
-            )
-            alerts = AlertRecorder(station.store)
-            station.add_observer(alerts.observer())
-            services_tasks = [refresh, tasks.create_task(alerts.run(), name="alerts")]
+            services_tasks = _housekeeping(tasks, station, metrics, config)
             publisher = None
             if config.mqtt.enabled:
                 publisher = _publisher(station, password, metrics)
@@ -142,6 +137,25 @@ async def _run_locked(
         notifier.close()
         if uninstall is not None:
             uninstall()
+
+
+def _housekeeping(
+    tasks: asyncio.TaskGroup, station: Station, metrics: StationMetrics, config: StationConfig
+) -> list[asyncio.Task[Any]]:
+    """The station's background services in `tasks`: metrics refresh, alert recording and the
+    retention purge."""
+    refresh = tasks.create_task(
+        metrics.refresh_every(station.store, lambda: station.catalog, METRICS_REFRESH_S),
+        name="metrics-refresh",
+    )
+    alerts = AlertRecorder(station.store)
+    station.add_observer(alerts.observer())
+    services = [refresh, tasks.create_task(alerts.run(), name="alerts")]
+    if config.retention.purge_every_h > 0:
+        services.append(
+            tasks.create_task(purge_every(station.store, config.retention), name="retention")
+        )
+    return services
 
 
 async def _web_token(config: StationConfig) -> Secret | None:

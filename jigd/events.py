@@ -170,6 +170,13 @@ class AlertKind(enum.StrEnum):
     # a hub of a batch just imported that was rejected (not_in_batch) before the import and has
     # not been put back since: re-insert it (one alert per GUID)
     HUB_SET_ASIDE = "hub_set_aside"
+    # a slot taken out of service (by a person, or by a failed self-test): no hub is started in
+    # it until it is enabled again; and a slot put back in service
+    SLOT_DISABLED = "slot_disabled"
+    SLOT_ENABLED = "slot_enabled"
+    # a slot failing hubs significantly more often than the rest of its rig (a worn contact, a
+    # bad cable): check it, take it out of service (docs/install.md, "Slot yield watch")
+    SLOT_SUSPECT = "slot_suspect"
 
 
 class EventKind(enum.StrEnum):
@@ -516,6 +523,16 @@ def alert_event(
             f"the latest firmware for Device Model {model} those hubs fail at select "
             "(image_untrusted), until the image is fixed (`jigd catalog verify`) or the entry "
             "withdrawn, and the catalog reloaded (`systemctl reload jigd`)"
+        )
+    elif kind is AlertKind.SLOT_DISABLED:
+        text = (
+            f"{where}: taken out of service ({detail}); no hub is started in it until "
+            f"`jigctl slot enable {rig} {slot}`"
+        )
+    elif kind is AlertKind.SLOT_SUSPECT:
+        text = (
+            f"{where}: suspect: {detail}; check its contacts and cable, and take it out of "
+            "service until it is fixed"
         )
     else:
         text = f"{where}: {detail}"

@@ -42,7 +42,14 @@ from jigd.config import TimeoutConfig
 from jigd.model import DeviceModel, FirmwareVersion, Outcome, Stage
 from jigd.secrets import MasterKeys
 
-__all__ = ["FlashError", "FlashProcedure", "FlashSuccess", "StageHooks", "lock_again"]
+__all__ = [
+    "FlashError",
+    "FlashProcedure",
+    "FlashSuccess",
+    "StageHooks",
+    "authorize",
+    "lock_again",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -347,3 +354,15 @@ def image_hash_of(entry: CatalogEntry) -> bytes:
 
 def _active(states: list[ImageSlotState]) -> ImageSlotState | None:
     return next((s for s in states if s.active), None)
+
+
+def authorize(batch_id: str, declared: DeviceModel | None, identity: HubIdentity) -> None:
+    """Stage `authorize`: the hub must be the Device Model its batch lists (`declared`)."""
+    if declared is not None and declared != identity.model:
+        raise FlashError(
+            Stage.AUTHORIZE,
+            "model_mismatch",
+            f"the hub identifies as Device Model {identity.model}; batch {batch_id} "
+            f"lists it as {declared}",
+            retryable=False,
+        )

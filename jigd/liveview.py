@@ -16,7 +16,7 @@ from datetime import UTC
 from typing import Final
 
 from drivers.untrusted import FIELD_LIMIT, printable
-from jigd.control_api import BatchView, RigView, SlotView, StatusResponse
+from jigd.control_api import BatchView, RigView, SelftestView, SlotView, StatusResponse
 from jigd.events import format_utc
 from jigd.model import Outcome
 
@@ -27,6 +27,8 @@ __all__ = [
     "progress_line",
     "redraw",
     "render_status",
+    "selftest_line",
+    "selftest_text",
     "set_aside_lines",
     "slot_table",
     "timestamped",
@@ -48,6 +50,7 @@ _COLUMNS: Final = (
     ("att", 3),
     ("time/expect", 11),
 )
+_STATE_WIDTH: Final = _COLUMNS[1][1]
 _MODEL: Final = ("model", 13)  # after the GUID, where the terminal is wide enough
 _TABLE_WIDTH: Final = sum(w for _, w in _COLUMNS) + len(_COLUMNS) - 1
 _SPAN_START: Final = 3  # the stage column: where wait and detail text start
@@ -96,9 +99,10 @@ def _row(cells: list[str], widths: list[int]) -> str:
 def _slot_cells(slot: SlotView, up: bool) -> tuple[list[str], str | None]:
     """A slot's cells, and the text (a wait, a detail) that spans the columns from the stage on
     instead, if any."""
-    state = slot.state if up else "offline"
-    guid = "-" if slot.guid is None else str(slot.guid)
     busy = slot.state == "busy"
+    disabled = slot.disabled is not None and not busy  # a busy one finishes its hub first
+    state = "offline" if not up else "disabled" if disabled else slot.state
+    guid = "-" if slot.guid is None else str(slot.guid)
     progress = ""
     if busy and slot.stage == "upload":
         progress = f"{_bar(slot.progress, SLOT_BAR_WIDTH)} {slot.progress:5.1f}%"
@@ -106,6 +110,8 @@ def _slot_cells(slot: SlotView, up: bool) -> tuple[list[str], str | None]:
     elapsed = (
         "" if slot.elapsed_s is None else f"{_clock(slot.elapsed_s)}/{_clock(slot.expected_s)}"
     )
+    if slot.suspect is not None:  # the yield watch suspects it (why: below the table)
+        state = state[: _STATE_WIDTH - 1] + "!"  # `attention` loses its last letter
     cells = [f"{slot.rig}/{slot.slot}", state, guid, "", progress, attempt, elapsed]
     span = None
     if slot.wait is not None:
@@ -118,6 +124,8 @@ def _slot_cells(slot: SlotView, up: bool) -> tuple[list[str], str | None]:
         span = outcome + _shown(slot.detail)
     elif slot.outcome is not None:
         cells[_SPAN_START] = slot.outcome
+    if disabled and span is None and slot.disabled is not None:
+        span = f"disabled: {_shown(slot.disabled.reason)}"
     return cells, span
 
 
@@ -190,8 +198,45 @@ def render_status(status: StatusResponse, width: int = WIDTH) -> str:
             subsequent_indent="  ",
         )
         lines.append(f"  sha256 {entry.sha256}")
+    lines.extend(_fit(selftest_line(rig), width) for rig in status.rigs if rig.selftest)
     lines.extend(slot_table(status.rigs, width))
+    for rig in status.rigs:  # what to check: wrapped, never cut
+        for slot in rig.slots:
+            if slot.suspect is not None:
+                lines += textwrap.wrap(
+                    f"{slot.rig}/{slot.slot} SUSPECT: {_shown(slot.suspect)}",
+                    width,
+                    subsequent_indent="  ",
+                )
     return "\n".join(lines)
+
+
+def selftest_line(rig: RigView) -> str:
+    """`rig 1 self-test 2026-...Z: 30 passed, 3 failed`: the rig's last self-test."""
+    test = rig.selftest
+    if test is None:
+        return f"rig {rig.rig} self-test: never"
+    passed = len(test.checks) - test.failed
+    return f"rig {rig.rig} self-test {format_utc(test.ts)}: {passed} passed, {test.failed} failed"
+
+
+def selftest_text(test: SelftestView) -> list[str]:
+    """What `jigctl selftest` prints: a line per check (slot, check, PASS or FAIL and why),
+    then the slots skipped because busy and those taken out of service."""
+    lines = [f"rig {test.rig} self-test {format_utc(test.ts)}"]
+    for check in test.checks:
+        where = "ctl" if check.slot is None else f"{test.rig}/{check.slot}"
+        verdict = "PASS" if check.passed else f"FAIL  {_shown(check.detail)}"
+        lines.append(f"  {where:<5} {check.check:<10} {verdict}")
+    for slot in test.skipped:
+        lines.append(f"  {test.rig}/{slot:<3} skipped: a hub is being flashed there")
+    passed = len(test.checks) - test.failed
+    lines.append(f"{passed} passed, {test.failed} failed")
+    lines.extend(
+        f"slot {test.rig}/{slot} disabled: `jigctl slot enable {test.rig} {slot}` once fixed"
+        for slot in test.disabled
+    )
+    return lines
 
 
 def redraw(text: str, *, clip: bool) -> None:

@@ -36,14 +36,16 @@ from firmware_catalog import Catalog, Status
 from jigd import __version__
 from jigd.events import BatchStatus, GuidResult, LinkStats, SlotStatus
 from jigd.model import Outcome, SlotState, Stage
+from jigd.slot_yield import HubYield, Suspicion
 from jigd.station import StationObserver
-from jigd.store import BatchInfo, Store, StoreError, UnknownBatchError
+from jigd.store import BatchInfo, SelftestRun, SlotService, Store, StoreError, UnknownBatchError
 
 __all__ = [
     "CLOSED_BATCH_KEEP_S",
     "FLASH_BUCKETS_S",
     "PENDING",
     "REFRESH_INTERVAL_S",
+    "SLOT_RESULTS",
     "STAGE_BUCKETS_S",
     "UNKNOWN_MODEL",
     "MetricsServer",
@@ -64,6 +66,8 @@ UNKNOWN_MODEL: Final = "unknown"  # `model` label of a hub that failed before it
 PENDING: Final = "pending"  # `outcome` label of a batch's GUIDs that have no outcome yet
 # Outcomes a slot records; `not_received` comes only from closing a batch (batch_hubs).
 _FLASH_OUTCOMES: Final = (Outcome.REFLASHED, Outcome.ALREADY_CURRENT, Outcome.FAILED)
+# `result` label of jigd_slot_hubs_total: good at the first attempt, good after a retry, failed.
+SLOT_RESULTS: Final = ("first_pass", "retried", "failed")
 
 
 def _utc_now() -> datetime:
@@ -167,6 +171,39 @@ class StationMetrics:
             ["rig", "slot", "state"],
             registry=None,
         )
+        self._slot_disabled = Gauge(
+            "jigd_slot_disabled",
+            "1 while the slot is out of service (jigctl slot disable, or a failed self-test)",
+            ["rig", "slot"],
+            registry=None,
+        )
+        self._selftest_check = Gauge(
+            "jigd_selftest_check",
+            "The rig's last self-test: 1 for a check that passed, 0 for one that failed "
+            "(slot empty for the controller)",
+            ["rig", "slot", "check"],
+            registry=None,
+        )
+        self._selftest_timestamp = Gauge(
+            "jigd_selftest_timestamp_seconds",
+            "When the rig's last self-test ran (Unix time)",
+            ["rig"],
+            registry=None,
+        )
+        self._slot_hubs = Counter(
+            "jigd_slot_hubs_total",
+            "Hubs finished in a slot: first_pass (good at the first attempt), retried (good "
+            "after a retry), failed",
+            ["rig", "slot", "result"],
+            registry=None,
+        )
+        self._slot_suspect = Gauge(
+            "jigd_slot_suspect",
+            "1 while the slot yield watch finds the slot failing hubs significantly more often "
+            "than the rest of its rig, else 0",
+            ["rig", "slot"],
+            registry=None,
+        )
         self._rig_up = Gauge(
             "jigd_rig_up",
             "1 while the rig controller answers, 0 while the rig is down",
@@ -223,6 +260,11 @@ class StationMetrics:
             self._link_frame_bytes,
             self._link_window,
             self._slot_state,
+            self._slot_disabled,
+            self._selftest_check,
+            self._selftest_timestamp,
+            self._slot_hubs,
+            self._slot_suspect,
             self._rig_up,
             self._batch_hubs,
             self._catalog_images,
@@ -235,6 +277,7 @@ class StationMetrics:
         self.registry.register(_WithoutCreated(exported))
 
         self._slot_states: dict[tuple[int, int], SlotState] = {}
+        self._suspect_set: set[tuple[int, int]] = set()  # set before their slot's first status
         self._batch_series: set[tuple[str, str]] = set()
         self._open_batches: set[str] = set()
         self._closed_batches: dict[str, BatchInfo] | None = None  # None: not read yet
@@ -249,16 +292,35 @@ class StationMetrics:
             on_result=self._on_result,
             on_stage_time=self._on_stage_time,
             on_link_stats=self._on_link_stats,
+            on_service=self._on_service,
+            on_selftest=self._on_selftest,
+            on_slot_suspect=self._on_slot_suspect,
         )
 
     def _on_slot(self, status: SlotStatus) -> None:
         key = (status.rig, status.slot)
         if self._slot_states.get(key) is status.state:
             return  # progress and stage changes come often; only a new state matters here
-        self._slot_states[key] = status.state
         rig, slot = str(status.rig), str(status.slot)
+        if key not in self._slot_states:  # a new slot: its series from 0, for increase()
+            for result in SLOT_RESULTS:
+                self._slot_hubs.labels(rig, slot, result)
+            if key not in self._suspect_set:
+                self._slot_suspect.labels(rig, slot).set(0)
+        self._slot_states[key] = status.state
+        self._slot_disabled.labels(rig, slot)  # 0 until disabled
         for state in SlotState:
             self._slot_state.labels(rig, slot, str(state)).set(1 if state is status.state else 0)
+
+    def _on_service(self, service: SlotService) -> None:
+        self._slot_disabled.labels(str(service.rig), str(service.slot)).set(int(service.disabled))
+
+    def _on_selftest(self, run: SelftestRun) -> None:
+        rig = str(run.rig)
+        self._selftest_timestamp.labels(rig).set(run.ts.timestamp())
+        for check in run.checks:
+            slot = "" if check.slot is None else str(check.slot)
+            self._selftest_check.labels(rig, slot, check.check).set(int(check.passed))
 
     def _on_rig(self, rig: int, up: bool) -> None:
         label = str(rig)
@@ -271,8 +333,21 @@ class StationMetrics:
         model = UNKNOWN_MODEL if result.model is None else str(result.model)
         self._ensure_model(model)
         self._flashes.labels(str(result.outcome), model).inc()
+        hub = HubYield.of(result)
+        counted = "failed" if hub.failed else "first_pass" if hub.first_pass else "retried"
+        self._slot_hubs.labels(str(result.rig), str(result.slot), counted).inc()
         if result.outcome is Outcome.REFLASHED:
             self._flash_duration.labels(model).observe(seconds)
+
+    def _on_slot_suspect(self, change: Suspicion) -> None:
+        key = (change.rig, change.slot)
+        if change.reason is None:
+            self._suspect_set.discard(key)
+        else:
+            self._suspect_set.add(key)
+        self._slot_suspect.labels(str(change.rig), str(change.slot)).set(
+            0 if change.reason is None else 1
+        )
 
     def _ensure_model(self, model: str) -> None:
         """Every outcome series of a model, at 0 until counted: increase() needs a start."""
@@ -308,12 +383,15 @@ class StationMetrics:
         open_batches = await store.list_batches(BatchStatus.OPEN)
         closed = await self._recently_closed(store, {b.batch_id for b in open_batches})
         images = Tally(entry.status for entry in catalog.entries())
+        selftests = await store.last_selftests()
 
         self._outbox_depth.set(depth)
         self._set_batches([*open_batches, *closed])
         for status in Status:
             self._catalog_images.labels(str(status)).set(images[status])
         self._catalog_rejected.set(len(catalog.untrusted()))
+        for run in selftests:
+            self._on_selftest(run)
         for entry in catalog.entries():
             self._ensure_model(str(entry.device_model))
 

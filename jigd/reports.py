@@ -132,12 +132,15 @@ def write_report_files(out_dir: Path, files: dict[str, str]) -> list[Path]:
     return _write_files(out_dir, files)
 
 
-async def render_reports(store: Store, batch_id: str) -> dict[str, str]:
-    """The four report files of the batch, file name -> text (as `write_reports` writes them)."""
+async def render_reports(
+    store: Store, batch_id: str, *, now: datetime | None = None
+) -> dict[str, str]:
+    """The four report files of the batch, file name -> text (as `write_reports` writes them);
+    `now` is the time they say they were generated at (default: the current time)."""
     info = await store.get_batch(batch_id)
     states = await store.batch_results(batch_id)
     aside = await store.set_aside(batch_id)
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     started = [s.started for s in states if s.started is not None]
     finished = [s.finished for s in states if s.finished is not None]
     guids = {o: [s.guid for s in states if s.outcome is o] for o in Outcome}

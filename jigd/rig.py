@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from typing import Final
 
-from drivers.errors import RigClosed, RigError
+from drivers.errors import RigClosed, RigCommandFailed, RigError
 from drivers.rig_controller import RigController, RigEvent, RigEventKind
 from jigd.backoff import Backoff
 from jigd.config import RigConfig
@@ -49,11 +49,17 @@ class RigSupervisor:
         self._lost = asyncio.Event()
         self._up = False
         self._served = False  # the current connection answered a health check
+        self.disabled: set[int] = set()  # slots out of service: their LED shows it (RED)
+        self._led_tasks: set[asyncio.Task[None]] = set()
         self.workers = {s.slot: SlotWorker(self, s, deps) for s in config.slots}
 
     @property
     def rig(self) -> int:
         return self._config.rig
+
+    @property
+    def config(self) -> RigConfig:
+        return self._config
 
     @property
     def up(self) -> bool:
@@ -66,6 +72,14 @@ class RigSupervisor:
 
     async def led(self, slot: int, colour: LedColour) -> None:
         await self._require().led(slot, colour)
+
+    # -- for the self-test (jigd.selftest) ---------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._require().ping()
+
+    async def presence(self) -> tuple[bool, ...]:
+        return await self._require().presence()
 
     def _require(self) -> RigController:
         controller = self._controller
@@ -115,8 +129,8 @@ class RigSupervisor:
             for slot, worker in self.workers.items():
                 present = slot <= len(presence) and presence[slot - 1]
                 worker.rig_up(present)
-                if not present:
-                    await controller.led(slot, LedColour.OFF)
+                if slot in self.disabled or not present:
+                    await self._idle_led(controller, slot)
             while not self._lost.is_set():
                 try:
                     async with asyncio.timeout(HEALTH_INTERVAL_S):
@@ -129,12 +143,32 @@ class RigSupervisor:
             self._controller = None
             await controller.close()
 
+    async def _idle_led(self, controller: RigController, slot: int) -> None:
+        """A slot with no hub to show: OFF, or RED while out of service. A controller that
+        refuses (a dead LED answers ERR) is logged, not taken for a lost rig."""
+        colour = LedColour.RED if slot in self.disabled else LedColour.OFF
+        try:
+            await controller.led(slot, colour)
+        except RigCommandFailed as exc:
+            _LOGGER.warning("rig %d slot %d: LED %s not set: %s", self.rig, slot, colour, exc)
+
     def _event(self, event: RigEvent) -> None:
         worker = self.workers.get(event.slot)
         if worker is None:
             _LOGGER.warning("rig %d: event for unconfigured slot %d", self.rig, event.slot)
             return
         worker.presence(event.kind is RigEventKind.INSERT)
+        if event.kind is RigEventKind.REMOVE and event.slot in self.disabled:
+            task = asyncio.get_running_loop().create_task(self._show_disabled(event.slot))
+            self._led_tasks.add(task)
+            task.add_done_callback(self._led_tasks.discard)
+
+    async def _show_disabled(self, slot: int) -> None:
+        """A hub taken out of a slot out of service: its LED shows RED again."""
+        try:
+            await self.led(slot, LedColour.RED)
+        except RigError as exc:
+            _LOGGER.warning("rig %d slot %d: LED RED not set: %s", self.rig, slot, exc)
 
     def _mark_down(self) -> None:
         if self._up:

@@ -35,7 +35,14 @@ from firmware_catalog import Catalog
 from jigd.boot import NO_BOOT, WHAT_TO_DO, BootLimits, Heard, boot_limits, dead_hub_detail
 from jigd.config import HubModelConfig, RetryConfig, SlotConfig, TimeoutConfig
 from jigd.events import GuidResult, InvalidResultError, LinkStats, SlotStatus, SlotWait
-from jigd.flash import FlashError, FlashProcedure, FlashSuccess, StageHooks, lock_again
+from jigd.flash import (
+    FlashError,
+    FlashProcedure,
+    FlashSuccess,
+    StageHooks,
+    authorize,
+    lock_again,
+)
 from jigd.model import DeviceModel, Guid, LedColour, Outcome, SlotState, Stage
 from jigd.receiver import HubReceiverSettings, receiver_settings
 from jigd.secrets import MasterKeys
@@ -131,6 +138,7 @@ class SlotWorker:
         self._uncut = 0  # > 0 while in a section that stopping must not cut (a power cycle)
         self._books = SlotAttempts(deps.store, rig.rig, config.slot, self._label)
         self._heard: Heard | None = None  # when the hub last answered, and to which stage
+        self._held = False  # out of service or under self-test: no hub is started
 
     @property
     def label(self) -> str:
@@ -150,6 +158,12 @@ class SlotWorker:
     def finishing(self) -> bool:
         """Stopping waits for this hub: it is in the activation sequence or a power cycle."""
         return self._handler is not None and (self._uncut > 0 or self._status.stage in UNCUT_STAGES)
+
+    def hold(self, held: bool) -> None:
+        """Start no hub while `held` (the slot is out of service, or under self-test); a hub
+        already being handled finishes first (jigd.slot_service)."""
+        self._held = held
+        self._changed.set()
 
     def drain(self) -> None:
         """jigd is stopping: take no new hub; interrupt this one unless it is finishing.
@@ -210,7 +224,7 @@ class SlotWorker:
     async def run(self) -> None:
         """Handle each hub put in the slot, once, until the station drains."""
         while not self._draining:
-            await self._wait_for(lambda: self._rig_up and self._present)
+            await self._wait_for(lambda: self._rig_up and self._present and not self._held)
             if self._stopping():
                 break
             handler = asyncio.ensure_future(self._handle_hub())
@@ -490,7 +504,7 @@ class SlotWorker:
             self._set(attempts=attempt, stage=Stage.AUTHORIZE)
             try:
                 self._checkpoint()
-                self._authorize(ref, identity)
+                authorize(ref.batch_id, ref.declared_model, identity)
                 success = await self._one_attempt(
                     ref, identity, attempt, link_errors, unlocked=unlocked
                 )
@@ -596,18 +610,6 @@ class SlotWorker:
         except DriverError as exc:
             _LOGGER.error("%s: the failed hub could not be locked again: %s", self._label, exc)  # noqa: TRY400
             return False
-
-    @staticmethod
-    def _authorize(ref: BatchRef, identity: HubIdentity) -> None:
-        """Stage `authorize`: the hub must be the Device Model its batch lists."""
-        if ref.declared_model is not None and ref.declared_model != identity.model:
-            raise FlashError(
-                Stage.AUTHORIZE,
-                "model_mismatch",
-                f"the hub identifies as Device Model {identity.model}; batch {ref.batch_id} "
-                f"lists it as {ref.declared_model}",
-                retryable=False,
-            )
 
     async def _one_attempt(
         self,

@@ -39,9 +39,12 @@ from jigd.looplag import LoopLagMonitor
 from jigd.model import DeviceModel, Guid, Outcome, SlotState, Stage
 from jigd.rig import RigSupervisor
 from jigd.secrets import MasterKeys, load_master_keys
+from jigd.selftest import SelftestOutcome, run_selftest
 from jigd.slot import SlotDeps, SlotWorker
+from jigd.slot_service import SlotServices
+from jigd.slot_yield import SlotYieldWatch, Suspicion
 from jigd.startup import StartupError
-from jigd.store import Store, StoreError, open_store
+from jigd.store import SelftestRun, SlotService, Store, StoreError, open_store
 
 __all__ = ["HubTimes", "Station", "StationObserver"]
 
@@ -63,6 +66,11 @@ class StationObserver:
     on_unidentified: Callable[[int, int, str, str], None] = lambda rig, slot, code, detail: None
     on_stage_time: Callable[[Stage, float], None] = lambda stage, seconds: None
     on_link_stats: Callable[[int, LinkStats], None] = lambda rig, stats: None
+    # A slot taken out of service or put back (jigd.slot_service), and a rig's self-test.
+    on_service: Callable[[SlotService], None] = lambda service: None
+    on_selftest: Callable[[SelftestRun], None] = lambda run: None
+    # A slot became suspect (the yield watch, jigd.slot_yield) or recovered.
+    on_slot_suspect: Callable[[Suspicion], None] = lambda suspicion: None
 
 
 @dataclass
@@ -114,6 +122,9 @@ class Station:
         self.rigs: list[RigSupervisor] = []
         self.throughput = _Throughput()
         self.hub_times = HubTimes()
+        self.slot_yield = SlotYieldWatch(
+            config.slot_yield, {rig.rig: [s.slot for s in rig.slots] for rig in config.rigs}
+        )
         self.loop_lag = LoopLagMonitor()
         self.ready = asyncio.Event()
         self.started = time.monotonic()
@@ -121,6 +132,10 @@ class Station:
         self._draining = False
         self._catalog_reload = asyncio.Lock()
         self._booted_images: set[str] = set()  # sha256 of images a hub's bootloader accepted
+        self._services: SlotServices | None = None
+        self._slot_driver: HubDriver | None = None
+        self._selftests: dict[int, asyncio.Lock] = {}
+        self._rig_up: dict[int, asyncio.Event] = {}  # set once the rig's controller answered
 
     @property
     def store(self) -> Store:
@@ -133,6 +148,50 @@ class Station:
         if self._catalog is None:
             raise RuntimeError("the station is not running")
         return self._catalog
+
+    @property
+    def services(self) -> SlotServices:
+        """Which slots are out of service (jigctl slot disable/enable)."""
+        if self._services is None:
+            raise RuntimeError("the station is not running")
+        return self._services
+
+    def disabled(self, rig: int, slot: int) -> SlotService | None:
+        """Why slot `rig`/`slot` is out of service; None if it is in service (or the station
+        is not running)."""
+        return None if self._services is None else self._services.disabled(rig, slot)
+
+    def rig(self, number: int) -> RigSupervisor | None:
+        return next((r for r in self.rigs if r.rig == number), None)
+
+    async def selftest(self, rig: RigSupervisor) -> SelftestOutcome:
+        """Self-test `rig` now (one self-test per rig at a time), and tell the observers."""
+        if self._slot_driver is None:
+            raise RuntimeError("the station is not running")
+        async with self._selftests.setdefault(rig.rig, asyncio.Lock()):
+            outcome = await run_selftest(
+                rig,
+                store=self.store,
+                services=self.services,
+                driver=self._slot_driver,
+                timeouts=self.config.timeouts,
+            )
+        for observer in self._observers:
+            observer.on_selftest(outcome.run)
+        return outcome
+
+    async def _selftest_at_start(self, rig: RigSupervisor) -> None:
+        """`[selftest] at_start`: self-test the rig once its controller first answers, before
+        its slots start any hub (they are held until then, so hubs already in them are tested
+        too: `run` holds them)."""
+        try:
+            await self._rig_up.setdefault(rig.rig, asyncio.Event()).wait()
+            await self.selftest(rig)
+        except StoreError as exc:
+            _LOGGER.error("rig %d: self-test not recorded: %s", rig.rig, exc)  # noqa: TRY400
+        finally:
+            for slot, worker in rig.workers.items():
+                worker.hold(self.disabled(rig.rig, slot) is not None)
 
     def add_observer(self, observer: StationObserver) -> None:
         self._observers.append(observer)
@@ -191,6 +250,13 @@ class Station:
             return True
         return any(u.entry == entry for u in self.catalog.untrusted())  # already untrusted
 
+    async def _rebuild_yield(self) -> None:
+        """Fill the yield watch from the store. A slot found suspect now was alerted when its
+        results were recorded: the observers hear of it (the metrics show it again), and the
+        alert recorder, added once the station is ready, does not alert it twice."""
+        for change in await self.slot_yield.rebuild(self.store):
+            self._suspicion(change)
+
     def slots(self) -> list[SlotStatus]:
         return [w.status for rig in self.rigs for w in rig.workers.values()]
 
@@ -246,6 +312,7 @@ class Station:
             interrupted = await store.recover_interrupted()
             if interrupted:
                 _LOGGER.warning("%d hub(s) were mid-flash and will resume", len(interrupted))
+            await self._rebuild_yield()
             self._catalog = await asyncio.to_thread(Catalog.open, config.catalog_dir, verify=True)
             await self._alert_untrusted(self._catalog.untrusted())
             master_keys = self._master_keys
@@ -254,6 +321,7 @@ class Station:
                     load_master_keys, config.secrets.master_keys_file
                 )
             driver = self._driver or slot_drivers(config)
+            self._slot_driver = driver
             deps = SlotDeps(
                 store=store,
                 catalog=lambda: self.catalog,
@@ -280,6 +348,11 @@ class Station:
                 )
                 for rig in config.rigs
             ]
+            self._services = SlotServices(store, self.rigs, self._service_changed)
+            await self._services.load()
+            if config.selftest.at_start:
+                for worker in (w for rig in self.rigs for w in rig.workers.values()):
+                    worker.hold(True)  # until the rig's self-test (_selftest_at_start)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.loop_lag.run(), name="loop-lag")
                 for rig in self.rigs:
@@ -287,6 +360,9 @@ class Station:
                     for worker in rig.workers.values():
                         task = tasks.create_task(worker.run(), name=worker.label)
                         self._worker_tasks[task] = worker
+                if config.selftest.at_start:
+                    for rig in self.rigs:
+                        tasks.create_task(self._selftest_at_start(rig), name=f"selftest{rig.rig}")
                 self.ready.set()
                 _LOGGER.info(
                     "station %s: %d rig(s), %d slot(s) running",
@@ -309,6 +385,8 @@ class Station:
             observer.on_slot(status)
 
     def _rig_changed(self, rig: int, up: bool) -> None:
+        if up:
+            self._rig_up.setdefault(rig, asyncio.Event()).set()
         for observer in self._observers:
             observer.on_rig(rig, up)
 
@@ -321,6 +399,17 @@ class Station:
             self.hub_times.add(result.model, seconds)
         for observer in self._observers:
             observer.on_result(result, seconds)
+        change = self.slot_yield.add(result)
+        if change is not None:
+            self._suspicion(change)
+
+    def _suspicion(self, change: Suspicion) -> None:
+        if change.reason is None:
+            _LOGGER.info("rig %d slot %d: no longer suspect", change.rig, change.slot)
+        else:
+            _LOGGER.warning("rig %d slot %d: suspect: %s", change.rig, change.slot, change.reason)
+        for observer in self._observers:
+            observer.on_slot_suspect(change)
 
     def _rejected(self, guid: Guid, rig: int, slot: int, reason: str) -> None:
         for observer in self._observers:
@@ -333,6 +422,10 @@ class Station:
     def _link_stats(self, rig: int, stats: LinkStats) -> None:
         for observer in self._observers:
             observer.on_link_stats(rig, stats)
+
+    def _service_changed(self, service: SlotService) -> None:
+        for observer in self._observers:
+            observer.on_service(service)
 
     def _stage_time(self, stage: Stage, seconds: float) -> None:
         for observer in self._observers:

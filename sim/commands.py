@@ -75,6 +75,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _rig_slot(text: str) -> tuple[int, int]:
+    """`R/S`: a rig and one of its slots, both from 1 (whether they exist is checked later)."""
+    rig, sep, slot = text.partition("/")
+    if not (sep and rig.isdigit() and slot.isdigit() and int(rig) >= 1 and int(slot) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not R/S (a rig and a slot, as 2/5)")
+    return int(rig), int(slot)
+
+
 def _usb_id(text: str) -> int:
     try:
         value = int(text, 16)
@@ -313,6 +321,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from sim.faults import FaultProfile
     from sim.pallet import PalletError, load_pallet, make_pallet
+    from sim.rig import parse_breaks
     from sim.serve import (
         KeysError,
         ServeOptions,
@@ -373,12 +382,14 @@ def _serve(args: argparse.Namespace) -> int:
             handling_s=args.handling_s,
             fault_profile=FaultProfile(args.faults) if args.faults else None,
             outage_rig=args.outage_rig,
+            worn_slot=args.worn_slot,
             usb_rigs=usb_rigs,
             usb_socket=args.usb_socket,
             usb_vendor_id=args.usb_vendor_id,
             usb_product_id=args.usb_product_id,
             hub_exe=args.hub_exe,
             hub_flash_init=args.hub_flash_init,
+            breaks=parse_breaks(args.breaks or ""),
         )
         if options.hub_exe is not None:
             check_exe_options(options)
@@ -514,7 +525,22 @@ def add_serve_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         help="the rig whose ports vanish on SIGUSR2 and come back on the next (default 1)",
     )
     parser.add_argument(
+        "--worn-slot",
+        type=_rig_slot,
+        metavar="R/S",
+        help="rig R's slot S has a worn contact: each hub put in it raises the chance that a "
+        "frame its hub sends arrives corrupted, so after a few hubs its hubs fail",
+    )
+    parser.add_argument(
         "--timing", type=Path, metavar="TOML", help="[default] and per-model timing tables"
+    )
+    parser.add_argument(
+        "--break",
+        dest="breaks",
+        metavar="rigR/slotS:PART[,...]",
+        help="broken rig parts, for the self-test: PART power (the switch does not switch), "
+        "led (it does not light) or port (it does not open); e.g. "
+        "rig1/slot3:power,rig1/slot5:led,rig1/slot7:port (docs/simulator.md)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     _add_timing_arguments(parser)

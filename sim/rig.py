@@ -16,12 +16,19 @@ and sends `EVT INSERT <n>` / `EVT REMOVE <n>` when a hub goes in or out. Lines e
 `\\r\\n` is accepted; empty lines are ignored. A hub is powered on when inserted and when the
 controller says `POWER n ON`; a hub whose supply browned out (an injected fault) stays off until
 `POWER n ON`. Removing a hub turns its slot's LED off.
+
+Broken parts (`jigsim serve --break rig1/slot3:power,...`, docs/simulator.md, "Broken rig
+parts"), for the rig self-test: a dead `power` switch leaves the supply as it was and the
+controller answers `ERR power switch <n> does not switch`; a dead `led` stays dark and the
+controller answers `ERR LED <n> does not light`; a `port` that does not open is never published
+(its pty path does not exist, and a hub in that slot cannot be reached).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +41,32 @@ from sim.pty_port import PortClosedError, PtyPort
 from sim.slot_hub import SlotHub
 from sim.usb_bus import UsbBus
 from sim.usb_device import SimUsbDevice
+from sim.worn import Wear, WornPort
 
-__all__ = ["CTL_LINE_MAX", "Rig", "SimSlot", "Station"]
+__all__ = ["BROKEN_PARTS", "CTL_LINE_MAX", "Rig", "SimSlot", "Station", "parse_breaks"]
 
 _LOGGER = logging.getLogger(__name__)
 
 CTL_LINE_MAX: Final = 80  # longest controller line accepted, in bytes
 STOP_TIMEOUT_S: Final = 5.0
+BROKEN_PARTS: Final = ("power", "led", "port")
+_BREAK_RE: Final = re.compile(r"rig(\d+)/slot(\d+):([a-z]+)")
+
+
+def parse_breaks(text: str) -> dict[tuple[int, int], frozenset[str]]:
+    """`rig1/slot3:power,rig1/slot5:led`: the broken parts of each (rig, slot); ValueError
+    naming the entry that is not one."""
+    found: dict[tuple[int, int], set[str]] = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        match = _BREAK_RE.fullmatch(entry)
+        if match is None or match.group(3) not in BROKEN_PARTS:
+            raise ValueError(
+                f"--break {entry!r}: write rig<R>/slot<S>:<part>, part one of "
+                f"{', '.join(BROKEN_PARTS)}"
+            )
+        key = (int(match.group(1)), int(match.group(2)))
+        found.setdefault(key, set()).add(match.group(3))
+    return {key: frozenset(parts) for key, parts in found.items()}
 
 
 @dataclass
@@ -54,7 +80,9 @@ class SimSlot:
     supply_on: bool = True
     led: LedColour = LedColour.OFF
     led_changes: int = 0  # counts LED commands, so an observer can tell a new one
+    broken: frozenset[str] = frozenset()  # BROKEN_PARTS of this slot that do not work
     serve_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    wear: Wear | None = None  # a worn slot (sim.worn): its link gets worse with every hub
 
     @property
     def name(self) -> str:
@@ -134,7 +162,8 @@ class Rig:
     def _appear(self) -> None:
         self.ctl.open()
         for slot in self.slots:
-            slot.port.open()
+            if "port" not in slot.broken:
+                slot.port.open()
         self._outbox = asyncio.Queue()
         self._ctl_tasks = [
             self._spawn(self._ctl_reader(), f"rig {self.number} ctl reader"),
@@ -189,6 +218,8 @@ class Rig:
             raise ValueError(f"{slot.name} already holds {slot.hub.name}")
         slot.hub = hub
         slot.supply_on = True
+        if slot.wear is not None:
+            slot.wear.inserted()
         hub.on_power_lost = lambda: self._supply_lost(slot)
         if isinstance(slot.port, SimUsbDevice):
             slot.port.bind(_usb_hub(slot, hub))
@@ -223,12 +254,15 @@ class Rig:
 
     def _serve(self, slot: SimSlot) -> None:
         assert slot.hub is not None  # internal invariant
+        if "port" in slot.broken:
+            return  # nothing reaches the hub through a port that does not open
         port = slot.port
+        contact = port if slot.wear is None else WornPort(port, slot.wear)
         if isinstance(port, SimUsbDevice):
             hub = _usb_hub(slot, slot.hub)
-            serving = hub.serve(port, port.wire_for(hub))
+            serving = hub.serve(contact, port.wire_for(hub))
         else:
-            serving = slot.hub.serve(port)
+            serving = slot.hub.serve(contact)
         slot.serve_task = self._spawn(serving, f"{slot.name} {slot.hub.name}")
 
     def _supply_lost(self, slot: SimSlot) -> None:
@@ -300,6 +334,8 @@ class Rig:
         slot = self._slot_arg(words)
         if isinstance(slot, str):
             return slot
+        if "power" in slot.broken and words[2] in ("ON", "OFF"):
+            return f"ERR power switch {slot.number} does not switch"
         if words[2] == "ON":
             slot.supply_on = True
             if slot.hub is not None:
@@ -321,6 +357,8 @@ class Rig:
             colour = LedColour(words[2])
         except ValueError:
             return f"ERR bad LED state {words[2][:8]}"
+        if "led" in slot.broken:
+            return f"ERR LED {slot.number} does not light"
         slot.led = colour
         slot.led_changes += 1
         _LOGGER.debug("%s: LED %s", slot.name, colour)
@@ -359,7 +397,8 @@ def _usb_hub(slot: SimSlot, hub: SlotHub) -> SimHub:
 class Station:
     """`rigs` rigs of `slots` slots under `directory`, served while `async with` is open.
 
-    The rigs numbered in `usb_rigs` have USB slots on `usb_bus` (which the caller serves).
+    The rigs numbered in `usb_rigs` have USB slots on `usb_bus` (which the caller serves);
+    `breaks` names the broken parts of slots (`parse_breaks`).
     """
 
     def __init__(
@@ -370,6 +409,7 @@ class Station:
         *,
         usb_rigs: frozenset[int] = frozenset(),
         usb_bus: UsbBus | None = None,
+        breaks: dict[tuple[int, int], frozenset[str]] | None = None,
     ) -> None:
         if usb_rigs and usb_bus is None:
             raise ValueError("USB rigs need a USB bus")
@@ -380,6 +420,7 @@ class Station:
         self.rigs = [
             Rig(directory, r, slots, usb_bus if r in usb_rigs else None) for r in range(1, rigs + 1)
         ]
+        self._break_parts(breaks or {})
 
     async def __aenter__(self) -> Self:
         entered: list[Rig] = []
@@ -401,6 +442,13 @@ class Station:
     ) -> None:
         for rig in reversed(self.rigs):
             await rig.__aexit__(exc_type, exc, tb)
+
+    def _break_parts(self, breaks: dict[tuple[int, int], frozenset[str]]) -> None:
+        """Break these parts of these slots; ValueError naming a rig or slot there is not."""
+        for (rig, slot), parts in breaks.items():
+            if not 1 <= rig <= len(self.rigs):
+                raise ValueError(f"--break rig{rig}/slot{slot}: there is no rig {rig}")
+            self.rigs[rig - 1].slot(slot).broken = parts
 
     def slots(self) -> Iterator[tuple[Rig, SimSlot]]:
         for rig in self.rigs:

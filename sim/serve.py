@@ -67,6 +67,7 @@ from sim.state import SavedServe, ServeState
 from sim.timing import Timing
 from sim.usb_bus import UsbBus
 from sim.usb_device import SIM_USB_PRODUCT_ID, SIM_USB_VENDOR_ID
+from sim.worn import Wear
 
 __all__ = [
     "DEFAULT_SERVE_IMAGE_SIZE",
@@ -325,13 +326,21 @@ def ground_truth(
         }
         for hub in sorted(hubs, key=lambda h: h.guid)
     ]
-    return {
+    truth: dict[str, object] = {
         "schema": GROUND_TRUTH_SCHEMA,
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": pallet.seed,
         "hubs": entries,
         "missing": [str(row.guid) for row in pallet.missing],
     }
+    worn = [
+        {"rig": rig.number, "slot": slot.number, "hubs": slot.wear.hubs}
+        for rig, slot in station.slots()
+        if slot.wear is not None
+    ]
+    if worn:  # `jigsim serve --worn-slot`
+        truth["worn_slots"] = worn
+    return truth
 
 
 def write_json_atomically(path: Path, document: object) -> None:
@@ -353,12 +362,15 @@ class ServeOptions:
     handling_s: float = DEFAULT_HANDLING_S
     fault_profile: FaultProfile | None = None
     outage_rig: int = 1  # the rig SIGUSR2 takes off the host, and brings back on the next one
+    worn_slot: tuple[int, int] | None = None  # (rig, slot) whose link wears with use (sim.worn)
     usb_rigs: frozenset[int] = frozenset()  # rigs whose slots are USB devices
     usb_socket: Path | None = None  # default <directory>/usb.sock
     usb_vendor_id: int = SIM_USB_VENDOR_ID
     usb_product_id: int = SIM_USB_PRODUCT_ID
     hub_exe: Path | None = None  # every hub runs this Zephyr native_sim executable
     hub_flash_init: Path | None = None  # its flash template; default flash_init.bin beside it
+    # Broken controller parts per (rig, slot), for the rig self-test (sim.rig.parse_breaks).
+    breaks: dict[tuple[int, int], frozenset[str]] = field(default_factory=dict)
 
 
 def usb_rigs_for(transport: str, rigs: int) -> frozenset[int]:
@@ -434,6 +446,28 @@ def _announce(options: ServeOptions, hubs: int, bus: UsbBus | None, station: Sta
         if rig.usb:
             ports = " ".join(f"slot{slot.number}={slot.port.path}" for slot in rig.slots)
             print(f"jigsim: rig {rig.number} USB ports: {ports}", flush=True)
+
+
+def _bench(options: ServeOptions, bus: UsbBus | None) -> Station:
+    """The rigs, with the slot of `--worn-slot` worn, seeded by `--seed` (ValueError if there
+    is no such slot)."""
+    station = Station(
+        options.directory,
+        options.rigs,
+        options.slots,
+        usb_rigs=options.usb_rigs,
+        usb_bus=bus,
+        breaks=options.breaks,
+    )
+    if options.worn_slot is None:
+        return station
+    rig, number = options.worn_slot
+    if not 1 <= rig <= len(station.rigs):
+        raise ValueError(f"--worn-slot {rig}/{number}: there is no rig {rig}")
+    slot = station.rigs[rig - 1].slot(number)
+    slot.wear = Wear(seed=options.seed)
+    _LOGGER.info("%s is worn: its link gets worse with every hub", slot.name)
+    return station
 
 
 def _apply_profile(pallet: Pallet, profile: FaultProfile | None) -> Pallet:
@@ -547,9 +581,7 @@ async def serve(options: ServeOptions) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     bus = _usb_bus(options)
-    station = Station(
-        options.directory, options.rigs, options.slots, usb_rigs=options.usb_rigs, usb_bus=bus
-    )
+    station = _bench(options, bus)
 
     def write_truth() -> None:
         if options.ground_truth is None:

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from smp import image_management as smpimg
 
-from drivers.framing import framing_for
+from drivers.framing import framing_for, upload_frame_sizes
 from drivers.usb_bulk import FULL_SPEED_MAX_PACKET, packet_count
 
 __all__ = [
@@ -173,16 +172,6 @@ class Bound:
         }
 
 
-def _upload_frames(image_size: int, timing: Timing) -> list[int]:
-    """Sizes of the upload request frames when each request frame is `buf_size` bytes."""
-    # Overhead of a request frame with an empty data field and a worst-case (4-byte) offset; a
-    # data field of n bytes adds n plus a 3-byte CBOR length for n < 65536.
-    empty = len(bytes(smpimg.ImageUploadWriteRequest(off=0xFFFF_FFFF, data=b"")))
-    per_frame = max(1, timing.buf_size - empty - 3)
-    full, rest = divmod(image_size, per_frame)
-    return [timing.buf_size] * full + ([empty + 3 + rest] if rest else [])
-
-
 def physical_bound(
     image_size: int,
     timing: Timing,
@@ -212,7 +201,7 @@ def physical_bound(
         raise ValueError(f"unknown transport {transport!r}; use 'serial' or 'usb'")
     flash_s = flash_time_s(image_size, timing)
     fixed_s = timing.reset_delay_s + timing.reset_s + timing.swap_s + timing.boot_s
-    frames = _upload_frames(image_size, timing)
+    frames = upload_frame_sizes(image_size, timing.buf_size)
     if transport == "usb":
         wire_s = image_size / usb.bytes_per_s
         framed_wire_s = sum(usb.transfer_s(size) for size in frames)

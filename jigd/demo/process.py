@@ -91,7 +91,7 @@ def sim_process(options: DemoOptions, paths: Paths) -> Process:
         "--rigs", str(options.rigs),
         "--slots", str(options.slots),
         "--pallet", str(paths.pallet),
-        "--faults", options.faults,
+        "--faults", options.hub_faults,
         "--seed", str(options.seed),
         "--ground-truth", str(paths.ground_truth),
         "--keys", str(paths.keys),
@@ -103,6 +103,8 @@ def sim_process(options: DemoOptions, paths: Paths) -> Process:
     ]  # fmt: skip
     if options.hub_exe is not None:
         argv += ["--hub-exe", str(options.hub_exe.resolve())]
+    if options.worn_slot is not None:
+        argv += ["--worn-slot", "{}/{}".format(*options.worn_slot)]
     return Process("jigsim", argv, paths.root / "jigsim.log")
 
 

@@ -123,6 +123,12 @@ async def run_demo(
     paths = Paths(options.workdir)
     show(f"jigd demo: preparing {paths.root} (keys, catalog, pallet of {options.hubs} hubs)")
     pallet = await asyncio.to_thread(prepare, options, paths)
+    if options.worn_slot is not None:
+        show(
+            "jigd demo: rig {} slot {} is worn: its link gets worse with every hub".format(
+                *options.worn_slot
+            )
+        )
     client = ControlClient(paths.socket)
     run = DemoRun(
         options, paths, pallet, sim_process(options, paths), daemon_process(paths), client

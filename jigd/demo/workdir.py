@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import tempfile
@@ -47,6 +48,7 @@ PREVIOUS: Final = FirmwareVersion(0x04000006)
 MAX_SLOTS_PER_RIG: Final = 8
 DEFAULT_IMAGE_SIZE: Final = 256 * 1024
 EXE_IMAGE_SIZE: Final = 64 * 1024  # --hub-exe: well inside the Zephyr hubs' slots
+WORN_SLOT: Final = "worn-slot"  # --faults: healthy hubs, one slot of the bench worn (sim.worn)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,21 @@ class DemoOptions:
             )
         if self.hub_exe is not None:
             _check_exe_options(self)
+
+    @property
+    def hub_faults(self) -> str:
+        """The pallet's fault profile: a worn slot's hubs are themselves healthy."""
+        return "none" if self.faults == WORN_SLOT else self.faults
+
+    @property
+    def worn_slot(self) -> tuple[int, int] | None:
+        """With `--faults worn-slot`, the (rig, slot) that is worn: a slot of rig 1 drawn from
+        the seed (the simulated operator fills the first rig's free slots first, so that one
+        gets hubs)."""
+        if self.faults != WORN_SLOT:
+            return None
+        draw = random.Random(f"jigd demo worn slot {self.seed}")  # noqa: S311 - not crypto
+        return 1, draw.randint(1, self.slots)
 
     @property
     def usb_rigs(self) -> frozenset[int]:
@@ -191,7 +208,7 @@ def prepare(options: DemoOptions, paths: Paths) -> Pallet:
         current=options.current,
         models=DEFAULT_MODELS,
         latest=dict.fromkeys(DEFAULT_MODELS, LATEST),
-        fault_profile=options.faults,
+        fault_profile=options.hub_faults,
     )
     write_pallet(pallet, paths.pallet, paths.manifest)
     if options.web_port is not None:

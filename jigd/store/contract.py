@@ -13,7 +13,8 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -22,14 +23,20 @@ from jigd.manifest import ManifestRow
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Stage
 from jigd.store.values import (
     AttemptRecord,
+    BackupInfo,
     BatchInfo,
     BatchRef,
     GuidState,
+    HubTimes,
     InterruptedGuid,
     JournalEvent,
     OutboxMessage,
+    PurgeCounts,
     RejectedHub,
+    SelftestCheck,
+    SelftestRun,
     SetAsideHub,
+    SlotService,
 )
 
 __all__ = ["Clock", "Store", "utc_now"]
@@ -223,6 +230,13 @@ class Store(abc.ABC):
         same GUID raises OutcomeAlreadyRecordedError and changes nothing.
         """
 
+    @abc.abstractmethod
+    async def hub_times(self) -> list[HubTimes]:
+        """Every GUID of every batch with an outcome of its own (reflashed, already_current,
+        failed) and a recorded Device Model, in the order they finished: when its first and
+        last attempts started, when the last attempt's upload ended (None if it uploaded
+        nothing) and when it finished. What the capacity plan measures (jigd.plan)."""
+
     # --- rejected hubs, alerts and the journal ------------------------------------------------
 
     @abc.abstractmethod
@@ -244,8 +258,9 @@ class Store(abc.ABC):
         model: DeviceModel | None = None,
         reason: str | None = None,
     ) -> str:
-        """Journal an alert (`rig_offline`, `no_firmware`, `unidentified_hub`) and queue its
-        alert event in one transaction, so it is as durable as a result; returns its event_id.
+        """Journal an alert (`rig_offline`, `no_firmware`, `unidentified_hub`, `slot_suspect`,
+        `catalog_entry_rejected`) and queue its alert event in one transaction, so it is as
+        durable as a result; returns its event_id.
 
         A rejected hub is recorded with record_rejected, which also keeps it on the station's
         record of rejected hubs; `hub_set_aside` alerts come from import_batch.
@@ -262,6 +277,31 @@ class Store(abc.ABC):
     ) -> list[JournalEvent]:
         """Journal events in order, optionally only those of a batch and/or GUID."""
 
+    # --- slot service and rig self-tests -------------------------------------------------------
+
+    @abc.abstractmethod
+    async def set_slot_service(
+        self, rig: int, slot: int, *, disabled: bool, reason: str, by: str
+    ) -> SlotService:
+        """Take slot `rig`/`slot` out of service (`disabled`) or put it back, durably, with why
+        and by whom; in the same transaction a `slot_disabled` or `slot_enabled` alert is
+        journalled and queued. InvalidRecordError for a rig/slot out of range or an empty
+        reason or `by`."""
+
+    @abc.abstractmethod
+    async def slot_services(self) -> list[SlotService]:
+        """Every slot ever taken out of service, as it is now (disabled or put back), by rig
+        and slot."""
+
+    @abc.abstractmethod
+    async def record_selftest(self, rig: int, checks: Sequence[SelftestCheck]) -> SelftestRun:
+        """Store a rig self-test's checks, stamped now; InvalidRecordError for no checks, a rig
+        out of range or a slot out of range."""
+
+    @abc.abstractmethod
+    async def last_selftests(self) -> list[SelftestRun]:
+        """The latest self-test of each rig that has had one, by rig."""
+
     # --- outbox -------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -275,3 +315,31 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def outbox_depth(self) -> int:
         """How many events wait to be delivered."""
+
+    # --- retention, backup and checks ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def purge(
+        self, *, outbox_age: timedelta, journal_age: timedelta, dry_run: bool = False
+    ) -> PurgeCounts:
+        """Delete what retention lets go (docs/install.md, "Retention"): outbox rows published
+        more than `outbox_age` ago, the journal of each batch closed more than `journal_age`
+        ago, and journal events outside every batch (rejections, alerts) older than that.
+
+        Never touches a batch's books (batches, GUID states, attempts, counts, rejected hubs):
+        every report reads the same after. Done in short transactions so slots wait little; a
+        purge that removed anything is itself journalled. `dry_run` only counts.
+        """
+
+    @abc.abstractmethod
+    async def backup(self, target: Path) -> BackupInfo:
+        """Write a consistent copy of the whole store to the new file `target` while the store
+        is in use (a single self-contained file that opens as a store). BackupError if
+        `target` exists or cannot be written; a backend that cannot copy itself (a database
+        server) says what to use instead."""
+
+    @abc.abstractmethod
+    async def check_books(self) -> list[str]:
+        """Problems with the books, one line each (none: they balance): per batch, the kept
+        counts equal a recount of its GUID states, and expected equals pending plus the
+        outcomes (no GUID pending once closed)."""

@@ -10,6 +10,7 @@ from jigd.manifest import ManifestError, ManifestProblem
 from jigd.model import Guid, Outcome
 
 __all__ = [
+    "BackupError",
     "BatchBusyError",
     "BatchClosedError",
     "GuidBusyError",
@@ -28,6 +29,10 @@ __all__ = [
 
 class StoreError(Exception):
     """Base of every store error: the database failed, or a request breaks the books."""
+
+
+class BackupError(StoreError):
+    """A backup could not be written where asked (the file exists, or cannot be made)."""
 
 
 class StoreClosedError(StoreError):

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
@@ -32,11 +33,15 @@ __all__ = [
     "BatchRef",
     "GuidState",
     "GuidStatus",
+    "HubTimes",
     "InterruptedGuid",
     "JournalEvent",
     "OutboxMessage",
     "RejectedHub",
+    "SelftestCheck",
+    "SelftestRun",
     "SetAsideHub",
+    "SlotService",
     "summary_event",
 ]
 
@@ -127,6 +132,29 @@ class AttemptRecord:
     error_detail: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class HubTimes:
+    """When a GUID with an outcome of its own (reflashed, already_current, failed) was worked
+    on: what the capacity plan measures (jigd.plan).
+
+    `started` is its first attempt's start, `finished` its result; `last_started` is the start
+    of its last attempt (the one that gave the outcome) and `uploaded` the end of that attempt's
+    upload (None when it uploaded nothing).
+    """
+
+    batch_id: str
+    guid: Guid
+    model: DeviceModel
+    outcome: Outcome
+    rig: int
+    slot: int
+    attempts: int
+    started: datetime
+    finished: datetime
+    last_started: datetime
+    uploaded: datetime | None
+
+
 class InterruptedGuid(NamedTuple):
     """A GUID whose attempt was cut short by a restart; resumed when the hub is seen again."""
 
@@ -169,6 +197,24 @@ class JournalEvent:
     rig: int | None
     slot: int | None
     data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCounts:
+    """What a retention purge removed (or, in a dry run, would remove)."""
+
+    outbox: int  # published outbox rows
+    journal: int  # journal events
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BackupInfo:
+    """A finished online backup: its file, its size and how long the store was held for it."""
+
+    path: Path
+    size: int  # bytes
+    blocked_s: float  # how long other store operations waited for the copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +267,38 @@ def summary_event(
         ),
         set_aside=None if guids is None else sorted(set_aside),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SlotService:
+    """A slot taken out of service (`disabled`) or put back: why, by whom, when."""
+
+    rig: int
+    slot: int
+    disabled: bool
+    reason: str
+    by: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SelftestCheck:
+    """One check of a rig self-test: `slot` None for the controller itself."""
+
+    slot: int | None
+    check: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SelftestRun:
+    """A rig self-test as stored: when, and each check in the order made."""
+
+    rig: int
+    ts: datetime
+    checks: tuple[SelftestCheck, ...]
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for c in self.checks if not c.passed)

@@ -28,7 +28,9 @@ from jigd.alerts import NO_FIRMWARE_REPEAT_S
 from jigd.control import open_batches, slot_view
 from jigd.events import AlertKind, GuidResult, SlotStatus, alert_event, rejected_alert_event
 from jigd.model import DeviceModel, Guid
+from jigd.slot_yield import Suspicion
 from jigd.station import Station, StationObserver
+from jigd.store import SlotService
 
 __all__ = ["Client", "Feed", "sse"]
 
@@ -100,6 +102,8 @@ class Feed:
             on_result=self._result,
             on_rejected=self._rejected,
             on_unidentified=self._unidentified,
+            on_service=self._service,
+            on_slot_suspect=self._slot_suspect,
         )
 
     def connect(self) -> Client:
@@ -140,6 +144,10 @@ class Feed:
         if self._clients:
             self._slots[status.rig, status.slot] = status
             self._schedule()
+
+    def _service(self, service: SlotService) -> None:
+        """A slot out of service or back: its tile says so (and why)."""
+        self._slot(self._station.services.worker(service.rig, service.slot).status)
 
     def _rig(self, rig: int, up: bool) -> None:
         if not up:
@@ -187,6 +195,24 @@ class Feed:
         event = rejected_alert_event(guid, rig, slot, reason, now=datetime.now(UTC))
         self._alert(AlertKind.REJECTED_HUB, event.message)
 
+    def _slot_suspect(self, change: Suspicion) -> None:
+        """Show the slot's badge (or take it off) and, when it becomes suspect, the alert."""
+        if change.reason is not None:
+            event = alert_event(
+                AlertKind.SLOT_SUSPECT,
+                detail=change.reason,
+                rig=change.rig,
+                slot=change.slot,
+                now=datetime.now(UTC),
+            )
+            self._alert(AlertKind.SLOT_SUSPECT, event.message)
+        status = next(
+            (s for s in self._station.slots() if (s.rig, s.slot) == (change.rig, change.slot)),
+            None,
+        )
+        if status is not None:
+            self._slot(status)
+
     def _unidentified(self, rig: int, slot: int, code: str, detail: str) -> None:
         event = alert_event(
             AlertKind.UNIDENTIFIED_HUB, detail=detail, rig=rig, slot=slot, now=datetime.now(UTC)
@@ -212,7 +238,17 @@ class Feed:
             return
         chunk = b"".join(
             [sse("rig", {"rig": r, "up": up}) for r, up in rigs.items()]
-            + [sse("slot", slot_view(s).to_json()) for s in slots.values()]
+            + [
+                sse(
+                    "slot",
+                    slot_view(
+                        s,
+                        self._station.disabled(s.rig, s.slot),
+                        self._station.slot_yield.suspect(s.rig, s.slot),
+                    ).to_json(),
+                )
+                for s in slots.values()
+            ]
         )
         if chunk:
             self._send(chunk)

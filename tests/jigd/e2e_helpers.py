@@ -7,12 +7,16 @@ import asyncio
 import csv
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from jigd.demo import DemoOptions, DemoRun, run_demo
 
 WAIT_S = 60.0
+SCRAPE_S = 20.0  # one /metrics reading, under the load of the whole suite
 
 
 def results(workdir: Path) -> list[dict[str, str]]:
@@ -59,3 +63,27 @@ def set_timeouts(config: Path, **seconds: float) -> None:
         text, found = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.MULTILINE)
         assert found == 1, f"the demo config sets {key} once"
     config.write_text(text, encoding="utf-8")
+
+
+async def jigctl(*args: str, timeout_s: float = WAIT_S) -> tuple[int, str, str]:
+    """`jigctl ARGS` as its own process, as a technician runs it: (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jigd.ctl",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return process.returncode, out.decode("utf-8"), err.decode("utf-8")
+
+
+async def metrics_text(port: int) -> str:
+    """The daemon's /metrics exposition on `port`, read once."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_S)) as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        return await response.text()

@@ -15,6 +15,7 @@ from jigd.alerts import AlertRecorder
 from jigd.events import GuidResult
 from jigd.model import DeviceModel, Guid, Outcome, Stage
 from jigd.payloads import event_route
+from jigd.slot_yield import Suspicion
 from jigd.store.sqlite import SqliteStore
 
 MODEL = DeviceModel(0x1086, 0x57310102)
@@ -101,3 +102,23 @@ async def test_a_hub_that_cannot_be_identified_is_alerted_without_a_guid(
     assert (alert["rig"], alert["slot"], alert["guid"]) == (1, 3, None)
     assert alert["reason"] == "no_jig_group"
     assert "no jig group" in alert["message"]
+
+
+async def test_a_suspect_slot_is_alerted_when_it_becomes_suspect(store: SqliteStore) -> None:
+    recorder = AlertRecorder(store)
+    observer = recorder.observer()
+    task = asyncio.create_task(recorder.run())
+    try:
+        observer.on_slot_suspect(Suspicion(2, 5, "4 of its last 6 hubs failed", 1e-5))
+        observer.on_slot_suspect(Suspicion(2, 5, None, 0.5))  # recovered: nothing to alert
+        observer.on_slot_suspect(Suspicion(1, 1, "5 of its last 5 hubs failed", 1e-6))
+        alerts = await _alerts(store, 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [(a["kind"], a["rig"], a["slot"], a["reason"]) for a in alerts] == [
+        ("slot_suspect", 2, 5, "failure_rate"),
+        ("slot_suspect", 1, 1, "failure_rate"),
+    ]
+    assert alerts[0]["message"].startswith("rig 2 slot 5: suspect: 4 of its last 6 hubs failed")
+    assert "take it out of service" in alerts[0]["message"]

@@ -106,7 +106,7 @@ def test_paths_and_methods_are_what_the_daemon_serves(
         for method in operations
     }
     assert documented == served
-    assert len(served) == 9
+    assert len(served) == 15
 
 
 def _validator(document: dict[str, Any], schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
@@ -150,6 +150,7 @@ async def test_the_daemon_answers_as_documented(document: dict[str, Any], daemon
         ("GET", "/v1/batches/B999999/guids", "/v1/batches/{batch}/guids", None, 404),
         ("GET", "/v1/rejected", "/v1/rejected", None, 200),
         ("POST", "/v1/catalog/reload", "/v1/catalog/reload", None, 200),
+        ("GET", "/v1/stage-times", "/v1/stage-times", None, 200),
         ("POST", f"/v1/batches/{batch}/close", "/v1/batches/{batch}/close", None, 200),
         ("POST", f"/v1/batches/{batch}/close", "/v1/batches/{batch}/close", None, 409),
         ("GET", "/v1/batches/B999999", "/v1/batches/{batch}", None, 404),

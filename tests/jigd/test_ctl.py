@@ -170,3 +170,20 @@ def test_the_slot_table_shows_a_hubs_words_escaped() -> None:
     assert len(text.splitlines()) == 3
     assert "boom\\n2099-01-01 00:00:00 ERROR forged\\x1b[2J\\u202e" in text
     assert text.startswith("station s\\x1b[31m ")
+
+
+async def test_slot_and_selftest_name_what_the_station_lacks(
+    daemon: Station, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The fixture's station has no rigs: every rig is unknown, exit 2 with one line naming it.
+    assert await ctl(daemon, "slot", "disable", "1", "3", "--reason", "worn pin") == 2
+    assert capsys.readouterr().err == ("error: rig 1 is not in the station's config (rigs: none)\n")
+    assert await ctl(daemon, "slot", "enable", "4", "1") == 2
+    assert "rig 4 is not in the station's config" in capsys.readouterr().err
+    assert await ctl(daemon, "selftest", "2") == 2
+    assert "rig 2 is not in the station's config" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # a disable needs its reason
+        await ctl(daemon, "slot", "disable", "1", "3")
+    assert exited.value.code == 2
+    assert "--reason" in capsys.readouterr().err
+    assert await daemon.store.outbox_depth() == 0  # nothing was stored or alerted

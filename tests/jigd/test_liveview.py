@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from jigd import control_api as api
-from jigd.liveview import batch_text, render_status, set_aside_lines
+from jigd.liveview import (
+    batch_text,
+    render_status,
+    selftest_line,
+    selftest_text,
+    set_aside_lines,
+)
 
 LONG = "W" * 200
 
@@ -111,3 +117,71 @@ def test_batch_text_and_its_set_aside_hubs() -> None:
         "set aside, re-insert: 00-DB-00-00-00-00-00-07 (rig 2 slot 5, seen 08:59:01)"
     )
     assert set_aside_lines(batch) == lines[-1:]
+
+
+DISABLED = {
+    "rig": 12, "slot": 6, "disabled": True, "reason": "worn pogo pin", "by": "alice",
+    "at": "2026-11-30T09:00:00+00:00",
+}  # fmt: skip
+
+
+def test_a_disabled_slot_says_so_with_its_reason_unless_it_finishes_a_hub() -> None:
+    idle = slot(6, state="empty", stage=None, guid=None, model=None, attempts=0, elapsed_s=None)
+    busy = slot(7, attempts=1)
+    text = render_status(
+        status(idle | {"disabled": DISABLED}, busy | {"disabled": DISABLED | {"slot": 7}}), 100
+    )
+    [row6] = [line for line in text.splitlines() if line.startswith("12/6")]
+    [row7] = [line for line in text.splitlines() if line.startswith("12/7")]
+    assert re.match(r"12/6 +disabled .*disabled: worn pogo pin", row6)
+    assert re.match(r"12/7 +busy ", row7)  # it finishes its hub first
+    assert "self-test" not in text  # the rig never had one
+
+
+def test_selftest_text_names_each_failed_part_and_the_disabled_slots() -> None:
+    test = api.SelftestView.model_validate(
+        {
+            "rig": 2,
+            "ts": "2026-11-30T09:00:00+00:00",
+            "failed": 1,
+            "checks": [
+                {"slot": None, "check": "controller", "passed": True, "detail": ""},
+                {"slot": 3, "check": "power", "passed": False, "detail": "no \x1b[2J switch"},
+                {"slot": 3, "check": "led", "passed": True, "detail": ""},
+            ],
+            "skipped": [4],
+            "disabled": [3],
+        }
+    )
+    lines = selftest_text(test)
+    assert lines[0] == "rig 2 self-test 2026-11-30T09:00:00.000000Z"
+    assert lines[1].split() == ["ctl", "controller", "PASS"]
+    assert lines[2].split()[:3] == ["2/3", "power", "FAIL"]
+    assert "\x1b" not in lines[2]  # a controller's words are shown escaped
+    assert "2/4 skipped: a hub is being flashed there" in " ".join(lines[4].split())
+    assert lines[-2] == "2 passed, 1 failed"
+    assert lines[-1].startswith("slot 2/3 disabled: `jigctl slot enable 2 3`")
+    rig = api.RigView(rig=2, up=True, slots=[], selftest=test)
+    assert selftest_line(rig) == "rig 2 self-test 2026-11-30T09:00:00.000000Z: 2 passed, 1 failed"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_suspect_slot_is_marked_and_the_reason_shown_whole(width: int) -> None:
+    reason = "4 of its last 6 hubs failed (upload:link_timeout x4) \x1b[31m" + "y" * 150
+    text = render_status(
+        status(
+            slot(1),
+            slot(2, suspect=reason, state="empty", stage=None, guid=None),
+            slot(3, suspect="worn", state="attention", stage=None, detail="z" * 300),
+        ),
+        width,
+    )
+    lines = text.splitlines()
+    assert all(len(line) <= width for line in lines)
+    rows = [line for line in lines if re.match(r"12/\d +(busy|empty|attentio)", line)]
+    assert [row.split()[1] for row in rows] == ["busy", "empty!", "attentio!"]
+    below = "\n".join(lines[lines.index(rows[-1]) + 1 :])
+    assert below.startswith("12/2 SUSPECT: 4 of its last 6 hubs failed")
+    assert "12/3 SUSPECT: worn" in below
+    assert "\x1b" not in text  # the reason is shown escaped
+    assert below.replace("\n  ", " ").count("y") >= 150 - 10  # wrapped, not cut

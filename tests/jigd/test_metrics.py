@@ -27,6 +27,8 @@ from jigd.events import GuidResult, LinkStats, SlotStatus
 from jigd.manifest import parse_manifest
 from jigd.metrics import CLOSED_BATCH_KEEP_S, StationMetrics, serve_metrics
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, SlotState, Stage
+from jigd.slot_yield import Suspicion
+from jigd.store import SelftestCheck
 from jigd.store.sqlite import SqliteStore
 from sim.images import make_manufacturer_keys, make_signed_image
 
@@ -57,6 +59,11 @@ CONTRACT = {
     "jigd_link_frame_bytes",
     "jigd_link_window",
     "jigd_slot_state",
+    "jigd_slot_disabled",
+    "jigd_selftest_check",
+    "jigd_selftest_timestamp_seconds",
+    "jigd_slot_hubs_total",
+    "jigd_slot_suspect",
     "jigd_rig_up",
     "jigd_batch_hubs",
     "jigd_mqtt_outbox_depth",
@@ -171,6 +178,10 @@ def drive_hooks(metrics: StationMetrics) -> None:
     observer.on_result(result(2, Outcome.FAILED, model=None, failure_stage=Stage.IDENTIFY), 40.0)
     observer.on_link_stats(1, LinkStats(4096, {"timeout": 2, "garbage": 1, "idle_reset": 0}, 17))
     observer.on_link_stats(1, LinkStats(1024, {"timeout": 1}, 0, slot=3, frame_bytes=176, window=2))
+    # The yield watch suspects slot 1/2, and suspected 1/1 before it recovered.
+    observer.on_slot_suspect(Suspicion(1, 2, "3 of its last 5 hubs failed", 1e-6))
+    observer.on_slot_suspect(Suspicion(1, 1, "4 of its last 6 hubs failed", 1e-6))
+    observer.on_slot_suspect(Suspicion(1, 1, None, 0.4))
     metrics.set_mqtt_connected(True)
 
 
@@ -233,6 +244,8 @@ async def driven(store: SqliteStore, catalog: Catalog, clock: StepClock) -> Driv
     drive_hooks(metrics)
     batch_id = await import_batch(store)
     await flash(store, batch_id, 0, Outcome.REFLASHED)
+    checks = [SelftestCheck(None, "controller", True), SelftestCheck(3, "led", False, "refused")]
+    await store.record_selftest(1, checks)
     await metrics.refresh(store, catalog)
     return Driven(metrics, batch_id, await store.outbox_depth())
 
@@ -350,6 +363,30 @@ async def test_slot_state_is_one_for_the_current_state_zero_for_the_others(
         labels(rig=rig, slot=slot, state=str(state)): 1 if state is now else 0
         for (rig, slot), now in current.items()
         for state in SlotState
+    }
+
+
+async def test_slot_results_and_suspect_slots(exposition: str) -> None:
+    found = series(exposition)
+    hubs = family(found, "jigd_slot_hubs_total")
+    # Every result of every slot seen is there from 0; a result counts in its own slot.
+    assert hubs == {
+        labels(rig=rig, slot=slot, result=kind): count
+        for (rig, slot, kind), count in {
+            **{
+                (rig, slot, kind): 0
+                for rig, slot in (("1", "1"), ("1", "2"), ("2", "1"))
+                for kind in ("first_pass", "retried", "failed")
+            },
+            ("1", "1", "first_pass"): 1,
+            ("1", "2", "first_pass"): 1,
+            ("1", "3", "failed"): 1,
+        }.items()
+    }
+    assert family(found, "jigd_slot_suspect") == {
+        labels(rig="1", slot="1"): 0,
+        labels(rig="1", slot="2"): 1,
+        labels(rig="2", slot="1"): 0,
     }
 
 
@@ -543,7 +580,7 @@ async def test_promtool_check_metrics_accepts_the_exposition(exposition: str) ->
 async def test_promtool_check_rules_accepts_the_alert_rules() -> None:
     checked = await promtool("check", "rules", str(ALERTS))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout
+    assert "SUCCESS: 6 rules found" in checked.stdout
 
 
 async def test_promtool_alert_unit_tests_pass() -> None:
@@ -556,7 +593,7 @@ async def test_alert_unit_tests_cover_every_alert() -> None:
     alerts = set(re.findall(r"^\s*- alert: (\w+)$", ALERTS.read_text("utf-8"), re.MULTILINE))
     tested = set(re.findall(r"alertname: (\w+)$", ALERTS_TEST.read_text("utf-8"), re.MULTILINE))
     assert alerts == tested
-    assert len(alerts) == 5
+    assert len(alerts) == 6
 
 
 async def test_alert_rules_and_their_tests_use_real_metric_names(exposition: str) -> None:
@@ -666,3 +703,41 @@ def test_dashboard_is_importable() -> None:
         assert all(t["datasource"]["uid"] == "${DS_PROMETHEUS}" for t in panel["targets"])
         assert panel["gridPos"]["x"] >= 0
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+
+
+async def test_slot_service_and_selftests_are_gauges(store: SqliteStore, catalog: Catalog) -> None:
+    metrics = StationMetrics()
+    observer = metrics.observer()
+    observer.on_slot(SlotStatus(1, 2, state=SlotState.EMPTY))
+    observer.on_slot(SlotStatus(1, 3, state=SlotState.EMPTY))
+    service = await store.set_slot_service(1, 3, disabled=True, reason="worn pin", by="alice")
+    observer.on_service(service)
+    checks = [
+        SelftestCheck(None, "controller", True),
+        SelftestCheck(2, "power", True),
+        SelftestCheck(3, "led", False, "LED 3 RED refused"),
+    ]
+    run = await store.record_selftest(1, checks)
+    observer.on_selftest(run)
+    found = series(metrics.exposition().decode())
+    assert family(found, "jigd_slot_disabled") == {
+        labels(rig="1", slot="2"): 0,
+        labels(rig="1", slot="3"): 1,
+    }
+    assert family(found, "jigd_selftest_check") == {
+        labels(rig="1", slot="", check="controller"): 1,
+        labels(rig="1", slot="2", check="power"): 1,
+        labels(rig="1", slot="3", check="led"): 0,
+    }
+    assert family(found, "jigd_selftest_timestamp_seconds") == {labels(rig="1"): run.ts.timestamp()}
+    observer.on_service(
+        await store.set_slot_service(1, 3, disabled=False, reason="fixed", by="alice")
+    )
+    found = series(metrics.exposition().decode())
+    assert family(found, "jigd_slot_disabled")[labels(rig="1", slot="3")] == 0
+    # A restarted daemon reads the last self-test back from the store.
+    again = StationMetrics()
+    await again.refresh(store, catalog)
+    assert family(series(again.exposition().decode()), "jigd_selftest_check") == family(
+        found, "jigd_selftest_check"
+    )

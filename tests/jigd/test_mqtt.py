@@ -170,6 +170,7 @@ async def test_alerts_are_durable_and_published(mosquitto: Mosquitto, store: Sql
         (AlertKind.RIG_OFFLINE, {"rig": 1, "slot": 9}, r"slot \(1-8\)"),
         (AlertKind.NO_FIRMWARE, {"slot": 2, "model": MODEL}, "of which rig"),
         (AlertKind.RIG_OFFLINE, {"slot": 2}, "needs the rig"),
+        (AlertKind.SLOT_SUSPECT, {"rig": 1}, "needs the rig and slot"),
     ],
 )
 async def test_record_alert_refuses_incomplete_alerts(

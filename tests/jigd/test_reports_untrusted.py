@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from jigd.demo.process import (
 from jigd.demo.workdir import prepare
 from sim.faults import Faults
 from sim.pallet import load_pallet, write_pallet
+from tests.jigd.e2e_helpers import jigctl
 from tests.jigd.mqtt_helpers import Subscriber, config_for
 from tests.services import Mosquitto
 
@@ -56,19 +56,9 @@ def _no_raw(where: str, text: str) -> None:
 
 
 async def _jigctl(socket: Path, *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "jigd.ctl",
-        "--socket",
-        str(socket),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode("utf-8")
+    code, out, err = await jigctl("--socket", str(socket), *args, timeout_s=WAIT_S)
+    assert code == 0, err
+    return out
 
 
 def _hostile_pallet(paths: Paths) -> str:

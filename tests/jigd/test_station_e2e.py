@@ -22,12 +22,15 @@ from tests.jigd.e2e_helpers import demo as _demo
 from tests.jigd.e2e_helpers import no_hub_left_unbootable as _no_hub_left_unbootable
 from tests.jigd.e2e_helpers import results as _results
 from tests.jigd.e2e_helpers import wait_for_slot as _wait_for_slot
+from tests.jigd.plan_helpers import check_plan
 
 pytestmark = pytest.mark.slow  # end to end with real processes: not in `make test-fast`
 
 
 @pytest.mark.timeout(400)
-async def test_96_hubs_on_3_rigs_with_light_faults(tmp_path: Path) -> None:
+async def test_96_hubs_on_3_rigs_with_light_faults_and_the_plan_from_their_store(
+    tmp_path: Path,
+) -> None:
     workdir = tmp_path / "demo"
     code, lines = await _demo(DemoOptions(hubs=96, rigs=3, faults="light", seed=3, workdir=workdir))
     assert code == 0, "\n".join(lines[-60:])
@@ -38,6 +41,7 @@ async def test_96_hubs_on_3_rigs_with_light_faults(tmp_path: Path) -> None:
     summary = json.loads((workdir / "reports" / "summary.json").read_text("utf-8"))
     assert summary["counts"]["not_received"] == len(summary["guids"]["not_received"]) > 0
     _no_hub_left_unbootable(workdir)
+    await check_plan(workdir)  # issue 16: the capacity plan from this demo's store
 
 
 @pytest.mark.timeout(400)

@@ -16,7 +16,7 @@ from sim.hub import IMAGE_MAGIC, HubState, SimHub
 from sim.images import make_manufacturer_keys
 from sim.operator import Operator
 from sim.pallet import make_pallet
-from sim.rig import Rig, Station
+from sim.rig import Rig, Station, parse_breaks
 from sim.serve import TimingTable, build_hubs
 from tests.sim.helpers import FAST
 from tests.sim.wire import LineWire, Wire, body
@@ -172,3 +172,36 @@ async def test_the_operator_feeds_slots_and_pulls_finished_hubs(tmp_path: Path) 
 def test_a_rig_has_one_to_eight_slots(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1 to 8 slots"):
         Rig(tmp_path, 1, 9)
+
+
+async def test_broken_parts_answer_err_and_a_broken_port_is_never_published(
+    tmp_path: Path,
+) -> None:
+    breaks = parse_breaks("rig1/slot1:power, rig1/slot2:led,rig1/slot3:port,rig1/slot3:led")
+    assert breaks == {(1, 1): {"power"}, (1, 2): {"led"}, (1, 3): {"port", "led"}}
+    async with Station(tmp_path, 1, 4, breaks=breaks) as station:
+        rig = station.rigs[0]
+        assert rig.command(b"POWER 1 OFF") == "ERR power switch 1 does not switch"
+        assert rig.slot(1).supply_on
+        assert rig.command(b"POWER 2 OFF") == "OK"
+        assert rig.command(b"LED 2 GREEN") == "ERR LED 2 does not light"
+        assert rig.slot(2).led is LedColour.OFF  # what the LED shows: nothing
+        assert rig.command(b"LED 1 GREEN") == "OK"
+        assert not (tmp_path / "rig1" / "slot3").exists()
+        assert (tmp_path / "rig1" / "slot4").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [("rig1/slot3", "rig1/slot3"), ("rig1/slot3:fan", "fan"), ("slot3:led", "slot3:led")],
+)
+def test_a_bad_break_entry_is_named(text: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        parse_breaks(text)
+
+
+def test_a_break_of_a_slot_the_station_lacks_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rig 1 has no slot 9"):
+        Station(tmp_path, 1, 4, breaks=parse_breaks("rig1/slot9:led"))
+    with pytest.raises(ValueError, match="there is no rig 2"):
+        Station(tmp_path, 1, 4, breaks=parse_breaks("rig2/slot1:led"))

@@ -3,7 +3,8 @@
 `SqliteStore` implements the store contract (jigd.store.contract.Store) on one SQLite file;
 open it with `open_store("sqlite:///var/lib/jigd/jigd.sqlite3")` or `SqliteStore.open(path)`.
 The modules: `worker` (connection, worker thread, migrations), `rows` (shared reads and writes),
-`batches`, `attempts` and `outbox` (the operations). The schema is the SQL files of
+`batches`, `attempts`, `outbox`, `times`, `retention` and `service` (the operations); `check`
+checks a store file (a backup) without opening it as a store. The schema is the SQL files of
 jigd/store/sql/sqlite.
 
 Store URLs: `sqlite:///abs/path` (an absolute path) or `sqlite:relative/path` (relative to the
@@ -21,6 +22,9 @@ from jigd.store.errors import StoreUrlError
 from jigd.store.sqlite.attempts import AttemptOperations
 from jigd.store.sqlite.batches import BatchOperations
 from jigd.store.sqlite.outbox import OutboxOperations
+from jigd.store.sqlite.retention import RetentionOperations
+from jigd.store.sqlite.service import ServiceOperations
+from jigd.store.sqlite.times import TimesOperations
 from jigd.store.sqlite.worker import MIGRATIONS
 
 __all__ = [
@@ -38,7 +42,15 @@ __all__ = [
 SCHEME = "sqlite"
 
 
-class SqliteStore(BatchOperations, AttemptOperations, OutboxOperations, Store):
+class SqliteStore(
+    BatchOperations,
+    AttemptOperations,
+    OutboxOperations,
+    TimesOperations,
+    RetentionOperations,
+    ServiceOperations,
+    Store,
+):
     """The station's store on one SQLite file; create with `await SqliteStore.open(path)`."""
 
     @classmethod

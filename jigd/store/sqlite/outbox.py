@@ -179,8 +179,12 @@ def _check_alert(
         raise InvalidRecordError("a rejected hub is recorded with record_rejected")
     if kind is AlertKind.HUB_SET_ASIDE:
         raise InvalidRecordError("a set-aside hub is alerted by import_batch")
+    if kind in (AlertKind.SLOT_DISABLED, AlertKind.SLOT_ENABLED):
+        raise InvalidRecordError(f"a {kind} alert comes from set_slot_service")
     if kind is AlertKind.RIG_OFFLINE and rig is None:
         raise InvalidRecordError("a rig_offline alert needs the rig")
+    if kind is AlertKind.SLOT_SUSPECT and (rig is None or slot is None):
+        raise InvalidRecordError("a slot_suspect alert needs the rig and slot")
     if kind is AlertKind.NO_FIRMWARE and model is None:
         raise InvalidRecordError("a no_firmware alert needs the Device Model")
     if rig is not None and rig < 1:

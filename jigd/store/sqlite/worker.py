@@ -57,7 +57,10 @@ def load_migrations(directory: str = "sql/sqlite") -> tuple[str, ...]:
     for entry in importlib.resources.files("jigd.store").joinpath(directory).iterdir():
         match = _MIGRATION_NAME.fullmatch(entry.name)
         if match:
-            scripts[int(match.group(1))] = entry.read_text(encoding="utf-8")
+            version = int(match.group(1))
+            if version in scripts:  # two branches merged with the same number
+                raise StoreError(f"jigd.store {directory}: two migrations numbered {version}")
+            scripts[version] = entry.read_text(encoding="utf-8")
     if sorted(scripts) != list(range(1, len(scripts) + 1)):
         raise StoreError(
             f"jigd.store {directory}: migrations are not numbered 1..n: {sorted(scripts)}"

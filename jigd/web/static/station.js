@@ -3,7 +3,7 @@
 
 const WORDS = {
   busy: "busy", done: "done", failed: "failed", rejected: "rejected",
-  attention: "attention", empty: "empty", offline: "offline",
+  attention: "attention", empty: "empty", offline: "offline", disabled: "disabled",
 };
 const OUTCOMES = ["reflashed", "already_current", "failed", "not_received"];
 const slots = new Map(); // "rig:slot" -> {view, at}
@@ -20,13 +20,17 @@ function since(seconds, at) {
 
 function tileText(tile, view, at) {
   jig.clear(tile);
-  const state = view.state;
+  // Out of service: "disabled" with the reason, unless it is finishing its hub (busy).
+  const disabled = view.disabled && view.state !== "busy" ? view.disabled : null;
+  const state = disabled ? "disabled" : view.state;
   tile.dataset.state = state;
   const head = jig.el("div", "tile-head");
   head.appendChild(jig.el("span", "dot"));
   head.appendChild(jig.el("span", "state", WORDS[state] || state));
+  if (view.suspect) head.appendChild(jig.el("span", "suspect", "SUSPECT"));
   head.appendChild(jig.el("span", "slotno", "S" + view.slot));
   tile.appendChild(head);
+  tile.dataset.suspect = view.suspect ? "yes" : "no";
   tile.appendChild(jig.el("div", "guid", view.guid || (state === "empty" ? "no hub" : "")));
   tile.appendChild(jig.el("div", "model", view.model || ""));
   let stage = view.stage ? view.stage.replace("_", " ") : "";
@@ -42,8 +46,12 @@ function tileText(tile, view, at) {
   foot.appendChild(jig.el("span", "time", timeText(view, at)));
   if (view.attempts > 0) foot.appendChild(jig.el("span", "attempt", "attempt " + view.attempts));
   tile.appendChild(foot);
-  if (view.detail && state !== "busy") tile.appendChild(jig.el("div", "detail", view.detail));
-  tile.title = view.detail || "";
+  if (disabled) {
+    tile.appendChild(jig.el("div", "detail", "disabled: " + disabled.reason + " (" + disabled.by + ")"));
+  } else if (view.detail && state !== "busy") {
+    tile.appendChild(jig.el("div", "detail", view.detail));
+  }
+  tile.title = disabled ? disabled.reason : view.suspect ? "suspect: " + view.suspect : (view.detail || "");
 }
 
 function timeText(view, at) {

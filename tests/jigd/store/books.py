@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from jigd.events import GuidResult
 from jigd.manifest import ManifestRow
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
 from jigd.payloads import Route, event_route
+from jigd.reports import render_reports
 from jigd.store import OutboxMessage, Store
 
 MODEL = DeviceModel(0x1086, 0x57310102)
@@ -73,3 +75,58 @@ async def flash(store: Store, batch_id: str, n: int, outcome: Outcome) -> None:
 def route(message: OutboxMessage) -> Route:
     """Where the MQTT publisher sends an outbox event: topic suffix, QoS, retain."""
     return event_route(message.kind, message.data())
+
+
+class SetClock:
+    """A clock that reads what the test set (`now`): records get the times a test chooses."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+UPLOADED = "uploaded 262144 bytes, resumed from offset 0"  # what the slot journals
+
+
+async def timed_flash(
+    store: Store,
+    clock: SetClock,
+    batch_id: str,
+    n: int,
+    *,
+    start: datetime,
+    upload_s: float,
+    activate_s: float,
+    model: DeviceModel = MODEL,
+    outcome: Outcome = Outcome.REFLASHED,
+    failed_s: tuple[float, ...] = (),
+    rig: int = 1,
+) -> None:
+    """A hub flashed with known times, as a slot records it: a failed attempt lasting each of
+    `failed_s` (the next starts when it ends), then one that uploads for `upload_s` (none when
+    already current) and ends `activate_s` later with `outcome`."""
+    at = start
+    for seconds in failed_s:
+        clock.now = at
+        attempt = await store.begin_attempt(batch_id, guid(n), rig, 1, model=model)
+        at += timedelta(seconds=seconds)
+        clock.now = at
+        await store.end_attempt(batch_id, guid(n), attempt, stage=Stage.VERIFY, error_code="x")
+    clock.now = at
+    attempt = await store.begin_attempt(batch_id, guid(n), rig, 1, model=model)
+    if outcome is Outcome.REFLASHED:
+        at += timedelta(seconds=upload_s)
+        clock.now = at
+        await store.record_stage(batch_id, guid(n), attempt, Stage.UPLOAD, UPLOADED)
+    at += timedelta(seconds=activate_s)
+    clock.now = at
+    done = result(batch_id, n, outcome, attempts=attempt)
+    await store.record_result(replace(done, model=model, rig=rig, started=start, finished=at))
+
+
+async def books_of(store: Store, batch_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Every report file of the batches, generated at one fixed time so they compare byte for
+    byte."""
+    return {batch_id: await render_reports(store, batch_id, now=T0) for batch_id in batch_ids}

@@ -25,7 +25,17 @@ from jigd.store import (
     UnknownGuidError,
     open_store,
 )
-from tests.jigd.store.books import MODEL, NEW, OLD, T0, flash, guid, result, route, rows
+from tests.jigd.store.books import (
+    MODEL,
+    NEW,
+    OLD,
+    T0,
+    flash,
+    guid,
+    result,
+    route,
+    rows,
+)
 
 
 def test_every_backend_implements_the_contract(store: Store) -> None:

@@ -316,6 +316,9 @@ async def test_a_database_from_a_newer_jigd_is_refused(db_path: Path) -> None:
 RELEASED_MIGRATIONS = {
     1: "780a3dfeb5f9dd62f5836937516e77ebcd0e8e184d84e93fe9dacfae2d2548b9",
     2: "f3f466c93e658493d64dd8ac01ec8a3f2ec855aee445373b9aad50c8bf907e2a",
+    3: "8663f15cab10e5bc1963c3f56331a7a2f69f553b5f89f73305e6c996b20a5c23",
+    4: "3ac5ef04b1235a1525b08b73629f80082194572bc02683b29592e7aaa9c125d5",
+    5: "69776b304876f7f8a77afdd54b4e9b8dacfd5cbd1155dfdd9b97684ad6a544bc",
 }
 
 
@@ -421,3 +424,43 @@ async def test_version_1_outbox_rows_are_delivered_unchanged_after_the_upgrade(
         await store.import_batch(rows(7), "WO-2", "P", "n.csv")
         [new] = await store.outbox_pending()
         assert new.id == len(outbox) + 1
+
+
+async def test_batch_counts_are_backfilled_from_the_guid_states(db_path: Path) -> None:
+    async with await SqliteStore.open(db_path, migrations=MIGRATIONS[:3]):
+        pass
+    outcomes = [None, None, "reflashed", "reflashed", "failed", "already_current", "not_received"]
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute(
+            "INSERT INTO batches (id, seq, booking, party, source, status, created_at) "
+            "VALUES ('B000001', 1, 'WO', 'P', 'm.csv', 'open', '2025-03-01T08:00:00.000000Z')"
+        )
+        for n, outcome in enumerate(outcomes, start=1):
+            conn.execute(
+                "INSERT INTO expected_guids (batch_id, guid, line) VALUES ('B000001', ?, ?)",
+                (str(guid(n)), n + 1),
+            )
+            conn.execute(
+                "INSERT INTO guid_states (batch_id, guid, status, outcome, attempts, updated_at) "
+                "VALUES ('B000001', ?, ?, ?, ?, '2025-03-01T08:00:00.000000Z')",
+                (
+                    str(guid(n)),
+                    "pending" if outcome is None else "final",
+                    outcome,
+                    0 if outcome in {None, "not_received"} else 1,
+                ),
+            )
+        conn.commit()
+    finally:
+        conn.close()
+    async with await SqliteStore.open(db_path) as store:
+        info = await store.get_batch("B000001")
+        assert await store.check_books() == []
+    assert (info.expected, info.received, info.pending) == (7, 4, 2)
+    assert dict(info.counts) == {
+        Outcome.REFLASHED: 2,
+        Outcome.ALREADY_CURRENT: 1,
+        Outcome.FAILED: 1,
+        Outcome.NOT_RECEIVED: 1,
+    }

@@ -134,11 +134,15 @@ async def test_station_page_shows_every_slot_and_follows_the_daemon(
         card = page.locator(f"#rig-{rig}")
         await page.wait_for_selector(f"#rig-{rig}[data-up='yes']")  # its controller answers
         assert await card.locator(".rig-state").text_content() == "up"
-        for slot in range(1, 9):
-            tile = card.locator(f".tile[data-slot='{slot}']")
-            state = await tile.get_attribute("data-state")
-            # Colour is never the only cue: the state is written as a word too.
-            assert (await tile.locator(".state").text_content()) == state
+        # Colour is never the only cue: the state is written as a word too. Both are read in
+        # one step in the page, since the daemon may change a tile between two reads.
+        shown = await card.locator(".tile[data-slot]").evaluate_all(
+            "nodes => nodes.map(n => [n.dataset.slot, n.dataset.state,"
+            " n.querySelector('.state').textContent])"
+        )
+        assert [int(slot) for slot, _, _ in shown] == list(range(1, 9))
+        for slot, state, word in shown:
+            assert word == state, f"rig {rig} slot {slot}"
     await page.evaluate(RECORD_CHANGES)
     api_changes = await _api_changes(station, time.time() + 12)
     await asyncio.sleep(LATENCY_BOUND_S + 0.2)  # the page's last changes arrive

@@ -7,9 +7,10 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
-from jigd.config import StationConfig
+from jigd.config import RigConfig, SlotConfig, StationConfig
 from jigd.events import GuidResult, SlotStatus
-from jigd.model import DeviceModel, Guid, Outcome, SlotState, Stage
+from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, SlotState, Stage
+from jigd.slot_yield import Suspicion
 from jigd.station import Station
 from jigd.web.feed import FLUSH_S, MAX_QUEUED, Feed
 
@@ -95,3 +96,47 @@ def test_no_firmware_is_one_alert_per_device_model() -> None:
     assert len(messages) == 2  # a pallet of one unknown model is one thing to fix
     assert str(MODEL) in messages[0]
     assert str(OTHER) in messages[1]
+
+
+async def test_a_suspect_slot_is_alerted_and_shown_with_its_reason() -> None:
+    slots = [SlotConfig(slot=n, port=f"/dev/ttyJIG{n}") for n in (3, 4)]
+    station = Station(
+        StationConfig(station="t", rigs=[RigConfig(rig=1, controller="/dev/ttyCTL", slots=slots)])
+    )
+    feed = Feed(station)
+    observer = feed.observer()
+    client = feed.connect()
+    now = datetime.now(UTC)
+    for n in range(35):
+        failed = n >= 30
+        station.slot_yield.add(
+            GuidResult(
+                batch_id="B000001",
+                guid=Guid(0x00DB000000000000 + n),
+                outcome=Outcome.FAILED if failed else Outcome.ALREADY_CURRENT,
+                rig=1,
+                slot=3 if failed else 4,
+                attempts=1,
+                started=now,
+                finished=now,
+                model=MODEL,
+                from_version=None if failed else FirmwareVersion(0x04000007),
+                to_version=None if failed else FirmwareVersion(0x04000007),
+                image_sha256=None if failed else "ab" * 32,
+                failure_stage=Stage.UPLOAD if failed else None,
+                failure_code="link_timeout" if failed else None,
+            )
+        )
+    reason = station.slot_yield.suspect(1, 3)
+    assert reason is not None
+    observer.on_slot_suspect(Suspicion(1, 3, reason, 1e-6))
+    observer.on_slot(SlotStatus(rig=1, slot=3, state=SlotState.EMPTY))
+    observer.on_slot(SlotStatus(rig=1, slot=4, state=SlotState.EMPTY))
+    await asyncio.sleep(FLUSH_S + 0.1)
+    events = _events(client.take())
+    alerts = [d for e, d in events if e == "alert"]
+    assert [a["kind"] for a in alerts] == ["slot_suspect"]
+    assert str(alerts[0]["message"]).startswith("rig 1 slot 3: suspect: 5 of its last 5 hubs")
+    views = {d["slot"]: d for e, d in events if e == "slot"}
+    assert views[3]["suspect"] == reason
+    assert views[4]["suspect"] is None
