@@ -224,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         "web-token file)",
     )
     demo.add_argument(
+        "--store",
+        metavar="URL",
+        help="the daemon's store: a PostgreSQL database of its own, "
+        "postgresql://user@host[:port]/database (docs/install.md, section 9); without it a "
+        "SQLite file in the workdir",
+    )
+    demo.add_argument(
         "--hub-exe",
         metavar="PATH",
         help="hubs are Zephyr native_sim processes running this executable (the peers' "

@@ -310,7 +310,8 @@ class StoreConfig(_Strict):
         default=None,
         description=(
             "the store's URL: `sqlite:///absolute/path.sqlite3` or `sqlite:relative/path.sqlite3` "
-            "(relative to this file); the default is store_path's file"
+            "(relative to this file), or `postgresql://user@host[:port]/database` "
+            '(docs/install.md, "A PostgreSQL store"); the default is store_path\'s file'
         ),
     )
 

@@ -1,4 +1,5 @@
-"""Test harness: a real mosquitto broker fixture and a check for leaked asyncio tasks."""
+"""Test harness: a real mosquitto broker fixture, a throwaway PostgreSQL cluster per test worker,
+and a check for leaked asyncio tasks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import PostgresCluster
 from tests.services import Mosquitto
 
 
@@ -21,6 +23,18 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server of our own for this test process (started when a test first needs
+    it, removed at the end); each test takes a database of its own with `new_database()`."""
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 @pytest.fixture(autouse=True)

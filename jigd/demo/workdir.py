@@ -21,11 +21,13 @@ from jigd.config import (
     SecretsConfig,
     SlotConfig,
     StationConfig,
+    StoreConfig,
     TimeoutConfig,
     WebConfig,
 )
 from jigd.model import DeviceModel, FirmwareVersion
 from jigd.mqtt_settings import parse_mqtt_url
+from jigd.store import resolve_store_url
 from sim.bootloader import MAX_IMAGE_SIZE
 from sim.images import make_manufacturer_keys, make_signed_image, write_keys
 from sim.pallet import Pallet, make_pallet, write_pallet
@@ -72,6 +74,7 @@ class DemoOptions:
     transport: str = "serial"  # serial | usb | mixed (odd rigs serial, even rigs USB)
     metrics_port: int | None = None  # serve /metrics on 127.0.0.1:N
     web_port: int | None = None  # serve the web view on 127.0.0.1:N (token in Paths.web_token)
+    store_url: str | None = None  # the daemon's [store] url; None: a SQLite file in the workdir
     outbox_drain_s: float = 15.0  # with mqtt: how long to wait for the last messages at the end
     hub_exe: Path | None = None  # hubs run this Zephyr native_sim executable (jigsim --hub-exe)
     # Start the simulator before the import and import once this many of the batch's hubs were
@@ -270,12 +273,15 @@ def demo_config(options: DemoOptions, paths: Paths) -> StationConfig:
         extra["metrics_port"] = options.metrics_port
     if options.mqtt is not None:
         extra["mqtt"] = options.mqtt.model_copy(update={"enabled": True})
+    if options.store_url is not None:
+        extra["store"] = StoreConfig(url=options.store_url)
+    else:
+        extra["store_path"] = where.store
     if options.web_port is not None:
         extra["web"] = WebConfig(listen=f"127.0.0.1:{options.web_port}", token_file=where.web_token)
     return StationConfig(
         station="demo",
         catalog_dir=where.catalog,
-        store_path=where.store,
         control_socket=where.socket,
         **extra,
         secrets=SecretsConfig(master_keys_file=where.keys / "master-keys.toml"),
@@ -307,6 +313,7 @@ def demo_options_from(args: Any) -> DemoOptions:
         transport=args.transport,
         metrics_port=args.metrics_port,
         web_port=args.web_port,
+        store_url=None if args.store is None else resolve_store_url(args.store, Path.cwd()),
         hub_exe=hub_exe,
         load_early=args.load_early,
     )

@@ -1,6 +1,6 @@
 """The store contract: what the station, control API, MQTT publisher and reports need from a
 store (docs/architecture.md, "Store"). The one place each operation is described; a backend
-(jigd.store.sqlite) implements every abstract method and is tested by
+(jigd.store.sqlite, jigd.store.postgres) implements every abstract method and is tested by
 tests/jigd/store/test_contract.py.
 
 Every write is atomic: a result, its journal entry and its outbox events commit together or not

@@ -311,11 +311,26 @@ def test_store_path_and_store_url_together_are_refused(
 def test_a_store_url_no_backend_takes_is_a_config_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _config(tmp_path, '[store]\nurl = "postgresql://db/jigd"\n')
-    with pytest.raises(ConfigError, match=r"store\.url: .*postgresql://db/jigd.*known: sqlite:"):
+    path = _config(tmp_path, '[store]\nurl = "mysql://db/jigd"\n')
+    with pytest.raises(
+        ConfigError, match=r"store\.url: .*mysql://db/jigd.*known: postgresql:, sqlite:"
+    ):
         load_config(path)
     assert jigd_main(["config", "check", str(path)]) == 2
-    assert "postgresql://db/jigd" in capsys.readouterr().err
+    assert "mysql://db/jigd" in capsys.readouterr().err
+
+
+def test_a_postgresql_url_without_a_database_is_a_config_error_hiding_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(tmp_path, '[store]\nurl = "postgresql://jigd:s3cret@db.site"\n')
+    with pytest.raises(ConfigError, match=r"store\.url: .*names no database") as raised:
+        load_config(path)
+    assert "s3cret" not in str(raised.value)
+    assert jigd_main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "postgresql://jigd:***@db.site" in err
+    assert "s3cret" not in err
 
 
 # --- every value range-checked; nothing ends in a traceback (issue 13) ------------------------

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from jigd.events import GuidResult, parse_utc
+from jigd.events import GuidResult
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Stage
+from jigd.store import logs
+from jigd.store import records as rec
 from jigd.store.errors import GuidBusyError, OutcomeAlreadyRecordedError, UnknownAttemptError
 from jigd.store.sqlite import rows as db
 from jigd.store.sqlite.worker import SqliteWorker, notifies, on_worker
@@ -52,13 +54,7 @@ class AttemptOperations(SqliteWorker):
                     conn, now, "interrupted", batch_id=batch_id, guid=guid, rig=rig, slot=slot
                 )
                 found.append(InterruptedGuid(batch_id, guid))
-        for item in found:
-            _LOGGER.warning(
-                "batch %s GUID %s: flash interrupted by a restart; it resumes when the hub "
-                "is seen again",
-                item.batch_id,
-                item.guid,
-            )
+        logs.recovered(_LOGGER, found)
         return found
 
     @on_worker
@@ -72,7 +68,7 @@ class AttemptOperations(SqliteWorker):
         model: DeviceModel | None = None,
         from_version: FirmwareVersion | None = None,
     ) -> int:
-        db.check_slot(rig, slot)
+        rec.check_slot(rig, slot)
         now = self._now()
         with self._write() as conn:
             db.open_batch_info(conn, batch_id)
@@ -105,8 +101,8 @@ class AttemptOperations(SqliteWorker):
                     slot,
                     now,
                     now,
-                    db.opt_str(model),
-                    db.opt_str(from_version),
+                    rec.opt_str(model),
+                    rec.opt_str(from_version),
                     batch_id,
                     str(guid),
                 ),
@@ -194,14 +190,7 @@ class AttemptOperations(SqliteWorker):
             key = (batch_id, guid, attempt)
             where = _close_attempt(conn, now, key, stage, (INTERRUPTED_CODE, reason))
             _mark_interrupted(conn, now, key, where, stage=stage, reason=reason)
-        _LOGGER.warning(
-            "batch %s GUID %s: attempt %d interrupted at stage %s: %s",
-            batch_id,
-            guid,
-            attempt,
-            stage,
-            reason,
-        )
+        logs.interrupted(_LOGGER, (batch_id, guid, attempt), stage, reason)
 
     @on_worker
     def release_guid(
@@ -221,16 +210,7 @@ class AttemptOperations(SqliteWorker):
             key = (batch_id, guid, closed)
             if not _mark_interrupted(conn, now, key, (rig, slot), stage=stage, reason=reason):
                 return None
-        _LOGGER.warning(
-            "batch %s GUID %s: rig %d slot %d let go of it (attempt %s closed) at stage %s: %s",
-            batch_id,
-            guid,
-            rig,
-            slot,
-            closed if closed is not None else "none",
-            stage,
-            reason,
-        )
+        logs.released(_LOGGER, (batch_id, guid, closed), (rig, slot), stage, reason)
         return closed
 
     @on_worker
@@ -238,23 +218,11 @@ class AttemptOperations(SqliteWorker):
         with self._read() as conn:
             db.state_row(conn, batch_id, guid)
             rows = conn.execute(
-                "SELECT attempt, rig, slot, started_at, finished_at, stage_reached, error_code, "
-                "error_detail FROM attempts WHERE batch_id = ? AND guid = ? ORDER BY attempt",
+                f"SELECT {rec.ATTEMPT_COLUMNS} FROM attempts "  # noqa: S608 - constant SQL
+                "WHERE batch_id = ? AND guid = ? ORDER BY attempt",
                 (batch_id, str(guid)),
             ).fetchall()
-        return [
-            AttemptRecord(
-                attempt=attempt,
-                rig=rig,
-                slot=slot,
-                started=parse_utc(started),
-                finished=db.opt_time(finished),
-                stage_reached=None if stage is None else Stage(stage),
-                error_code=code,
-                error_detail=detail,
-            )
-            for attempt, rig, slot, started, finished, stage, code, detail in rows
-        ]
+        return [rec.to_attempt(row) for row in rows]
 
     @notifies
     @on_worker
@@ -266,14 +234,7 @@ class AttemptOperations(SqliteWorker):
                 raise OutcomeAlreadyRecordedError(result.batch_id, result.guid, state.outcome)
             db.open_batch_info(conn, result.batch_id)
             db.write_result(conn, result, now, summary=True)
-        _LOGGER.info(
-            "rig %d slot %d GUID %s: %s (batch %s)",
-            result.rig,
-            result.slot,
-            result.guid,
-            result.outcome,
-            result.batch_id,
-        )
+        logs.recorded(_LOGGER, result)
 
 
 def _open_attempt(

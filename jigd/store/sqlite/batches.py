@@ -11,18 +11,18 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from jigd.events import BatchStatus, GuidResult, format_utc, parse_utc, set_aside_alert_event
-from jigd.manifest import FILE_FIELD, ManifestError, ManifestProblem, ManifestRow
-from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
-from jigd.store.errors import BatchBusyError, GuidInOpenBatchError, StoreError
+from jigd.events import BatchStatus, format_utc, parse_utc, set_aside_alert_event
+from jigd.manifest import ManifestRow
+from jigd.model import Guid, Stage
+from jigd.store import logs
+from jigd.store import records as rec
+from jigd.store.errors import BatchBusyError
 from jigd.store.sqlite import rows as db
 from jigd.store.sqlite.worker import SqliteWorker, notifies, on_worker
 from jigd.store.values import (
-    INTERRUPTED_CODE,
     BatchInfo,
     BatchRef,
     GuidState,
-    GuidStatus,
     SetAsideHub,
 )
 
@@ -37,11 +37,6 @@ _OPEN_CONFLICTS_SQL = (
 )
 
 
-def _batch_id(seq: int) -> str:
-    """Safe in a path or a topic level (no `/`, `+`, `#`); sortable for the first million."""
-    return f"B{seq:06d}"
-
-
 class BatchOperations(SqliteWorker):
     """Batches and the GUID states they list."""
 
@@ -51,7 +46,7 @@ class BatchOperations(SqliteWorker):
         self, rows: Sequence[ManifestRow], booking: str, party: str, source: str
     ) -> str:
         stripped = (booking.strip(), party.strip())
-        _check_import(rows, *stripped, source)
+        rec.check_import(rows, *stripped, source)
         now = self._now()
         by_guid = {str(row.guid): row for row in rows}
         with self._write() as conn:
@@ -61,9 +56,9 @@ class BatchOperations(SqliteWorker):
                 for guid, other, line, other_source in conn.execute(query, chunk):
                     conflicts[Guid.parse(guid)] = (other, line, other_source)
             if conflicts:
-                raise _conflict_error(source, by_guid, conflicts)
+                raise rec.conflict_error(source, by_guid, conflicts)
             seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches").fetchone()[0])
-            batch_id = _batch_id(seq)
+            batch_id = rec.batch_id_of(seq)
             conn.execute(
                 "INSERT INTO batches (id, seq, booking, party, source, status, created_at) "
                 "VALUES (?, ?, ?, ?, ?, 'open', ?)",
@@ -77,8 +72,8 @@ class BatchOperations(SqliteWorker):
                         batch_id,
                         key,
                         row.line,
-                        db.opt_str(row.model),
-                        db.opt_str(row.firmware_version),
+                        rec.opt_str(row.model),
+                        rec.opt_str(row.firmware_version),
                     )
                     for key, row in by_guid.items()
                 ],
@@ -114,22 +109,7 @@ class BatchOperations(SqliteWorker):
                     batch_id, hub.guid, hub.rig, hub.slot, hub.seen_at, now=parse_utc(now)
                 )
                 db.enqueue(conn, alert, now)
-        _LOGGER.info(
-            "batch %s imported from %s: %d GUID(s), booking %s, party %s",
-            batch_id,
-            source,
-            len(rows),
-            booking,
-            party,
-        )
-        for hub in aside:
-            _LOGGER.warning(
-                "batch %s: hub %s was rejected in rig %d slot %d before the import: re-insert it",
-                batch_id,
-                hub.guid,
-                hub.rig,
-                hub.slot,
-            )
+        logs.imported(_LOGGER, batch_id, (source, booking, party), len(rows), aside)
         return batch_id
 
     @on_worker
@@ -139,7 +119,7 @@ class BatchOperations(SqliteWorker):
                 row[0]
                 for row in conn.execute(
                     "SELECT id FROM batches WHERE ? IS NULL OR status = ? ORDER BY seq",
-                    (db.opt_str(status), db.opt_str(status)),
+                    (rec.opt_str(status), rec.opt_str(status)),
                 )
             ]
             return [db.batch_info(conn, batch_id) for batch_id in ids]
@@ -193,53 +173,25 @@ class BatchOperations(SqliteWorker):
                 batch_id=batch_id,
                 counts={str(o): n for o, n in info.counts.items()},
             )
-        _LOGGER.info(
-            "batch %s closed: %s",
-            batch_id,
-            ", ".join(f"{o} {n}" for o, n in info.counts.items()),
-        )
+        logs.closed(_LOGGER, info)
         return info
 
     def _fail_unfinished(self, conn: sqlite3.Connection, batch_id: str, now: datetime) -> None:
         """Seen hubs without an outcome at close (interrupted, or between attempts) fail."""
         rows = conn.execute(
-            f"SELECT {db.STATE_COLUMNS} FROM {db.STATE_FROM} "  # noqa: S608 - constant SQL fragments
+            f"SELECT {rec.STATE_COLUMNS} FROM {rec.STATE_FROM} "  # noqa: S608 - constant SQL fragments
             "WHERE batch_id = ? AND status IN ('interrupted', 'in_progress') ORDER BY guid",
             (batch_id,),
         ).fetchall()
         for row in rows:
-            state = db.to_state(row)
+            state = rec.to_state(row)
             stage_row = conn.execute(
                 "SELECT stage_reached FROM attempts WHERE batch_id = ? AND guid = ? "
                 "AND stage_reached IS NOT NULL ORDER BY attempt DESC LIMIT 1",
                 (batch_id, str(state.guid)),
             ).fetchone()
             stage = Stage(stage_row[0]) if stage_row else Stage.IDENTIFY
-            if state.rig is None or state.slot is None or state.started is None:
-                # begin_attempt sets all three before a GUID can be in these states.
-                raise StoreError(
-                    f"{self.path}: GUID {state.guid} of batch {batch_id} is {state.status} "
-                    "without rig, slot or start time; the database is inconsistent"
-                )
-            result = GuidResult(
-                batch_id=batch_id,
-                guid=state.guid,
-                outcome=Outcome.FAILED,
-                rig=state.rig,
-                slot=state.slot,
-                attempts=max(state.attempts, 1),
-                started=state.started,
-                finished=now,
-                model=state.model,
-                from_version=state.from_version,
-                failure_stage=stage,
-                failure_code=INTERRUPTED_CODE,
-                failure_detail=(
-                    "the flash was cut short and the hub was not seen again before the batch "
-                    "closed; flash it again in a new batch"
-                ),
-                last_link_errors=state.last_link_errors,
-            )
+            result = rec.failed_at_close(state, stage, now)
             db.write_result(conn, result, format_utc(now), summary=False)
 
     @on_worker
@@ -252,27 +204,7 @@ class BatchOperations(SqliteWorker):
                 "WHERE e.guid = ? AND b.status = 'open' ORDER BY b.seq",
                 (str(guid),),
             ).fetchall()
-        if not rows:
-            return None
-        if len(rows) > 1:
-            _LOGGER.warning(
-                "GUID %s is in %d open batches (%s); using the oldest",
-                guid,
-                len(rows),
-                ", ".join(r[0] for r in rows),
-            )
-        batch_id, booking, party, line, model, firmware, status, outcome = rows[0]
-        return BatchRef(
-            batch_id=batch_id,
-            booking=booking,
-            party=party,
-            guid=guid,
-            line=line,
-            declared_model=None if model is None else DeviceModel.parse(model),
-            declared_firmware_version=None if firmware is None else FirmwareVersion.parse(firmware),
-            status=GuidStatus(status),
-            outcome=None if outcome is None else Outcome(outcome),
-        )
+        return rec.oldest_open_batch(guid, rows, _LOGGER)
 
     @on_worker
     def interrupted_in_slot(self, rig: int, slot: int) -> GuidState | None:
@@ -297,58 +229,8 @@ class BatchOperations(SqliteWorker):
         with self._read() as conn:
             db.batch_row(conn, batch_id)
             rows = conn.execute(
-                f"SELECT {db.STATE_COLUMNS} FROM {db.STATE_FROM} WHERE batch_id = ? ORDER BY guid",  # noqa: S608 - constant SQL fragments
+                f"SELECT {rec.STATE_COLUMNS} FROM {rec.STATE_FROM} "  # noqa: S608 - constant SQL fragments
+                "WHERE batch_id = ? ORDER BY guid",
                 (batch_id,),
             ).fetchall()
-        return [db.to_state(row) for row in rows]
-
-
-def _check_import(rows: Sequence[ManifestRow], booking: str, party: str, source: str) -> None:
-    """Input checks that need no database; raise ManifestError naming each problem."""
-    problems = []
-    if not booking:
-        problems.append(
-            ManifestProblem(
-                source, None, "booking", "empty; give the Work Order's booking reference"
-            )
-        )
-    if not party:
-        problems.append(
-            ManifestProblem(source, None, "party", "empty; give the SEC Party that sent the hubs")
-        )
-    if not rows:
-        problems.append(ManifestProblem(source, None, FILE_FIELD, "no GUIDs to import"))
-    first: dict[Guid, int] = {}
-    for row in rows:
-        if row.guid in first:
-            problems.append(
-                ManifestProblem(
-                    source,
-                    row.line,
-                    "guid",
-                    f"{row.guid} is listed twice, on lines {first[row.guid]} and {row.line}; "
-                    "list each GUID once",
-                )
-            )
-        else:
-            first[row.guid] = row.line
-    if problems:
-        raise ManifestError(source, problems)
-
-
-def _conflict_error(
-    source: str, rows: dict[str, ManifestRow], conflicts: dict[Guid, tuple[str, int, str]]
-) -> GuidInOpenBatchError:
-    problems = []
-    for guid, (other, other_line, other_source) in sorted(conflicts.items()):
-        row = rows[str(guid)]
-        problems.append(
-            ManifestProblem(
-                source,
-                row.line,
-                "guid",
-                f"{guid} is already in open batch {other} (line {other_line} of {other_source}); "
-                f"remove this line, or close batch {other} first",
-            )
-        )
-    return GuidInOpenBatchError(source, problems, {g: c[0] for g, c in conflicts.items()})
+        return [rec.to_state(row) for row in rows]

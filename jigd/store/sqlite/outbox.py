@@ -19,6 +19,7 @@ from jigd.events import (
     rejected_alert_event,
 )
 from jigd.model import DeviceModel, Guid
+from jigd.store import records as rec
 from jigd.store.errors import InvalidRecordError, StoreError
 from jigd.store.sqlite import rows as db
 from jigd.store.sqlite.worker import SqliteWorker, notifies, on_worker
@@ -37,7 +38,7 @@ class OutboxOperations(SqliteWorker):
     @notifies
     @on_worker
     def record_rejected(self, guid: Guid, rig: int, slot: int, reason: str) -> int:
-        db.check_slot(rig, slot)
+        rec.check_slot(rig, slot)
         if not reason.strip():
             raise InvalidRecordError(f"rig {rig} slot {slot} GUID {guid}: rejection needs a reason")
         why = reason.strip()
@@ -69,7 +70,7 @@ class OutboxOperations(SqliteWorker):
         model: DeviceModel | None = None,
         reason: str | None = None,
     ) -> str:
-        _check_alert(kind, detail, rig, slot, model)
+        rec.check_alert(kind, detail, rig, slot, model)
         now_dt = self._clock()
         now = format_utc(now_dt)
         event = alert_event(
@@ -91,7 +92,7 @@ class OutboxOperations(SqliteWorker):
                 rig=rig,
                 slot=slot,
                 alert=str(kind),
-                model=db.opt_str(model),
+                model=rec.opt_str(model),
                 reason=reason,
                 detail=detail.strip(),
                 event_id=event.event_id,
@@ -117,7 +118,7 @@ class OutboxOperations(SqliteWorker):
         rows = self._db.execute(
             "SELECT id, ts, kind, batch_id, guid, rig, slot, data FROM events "
             "WHERE (?1 IS NULL OR batch_id = ?1) AND (?2 IS NULL OR guid = ?2) ORDER BY id",
-            (batch_id, db.opt_str(guid)),
+            (batch_id, rec.opt_str(guid)),
         ).fetchall()
         return [
             JournalEvent(
@@ -149,7 +150,7 @@ class OutboxOperations(SqliteWorker):
                 payload=payload,
                 event_id=event_id,
                 created_at=parse_utc(created),
-                published_at=db.opt_time(published),
+                published_at=rec.opt_time(published),
             )
             for i, kind, payload, event_id, created, published in rows
         ]
@@ -170,28 +171,3 @@ class OutboxOperations(SqliteWorker):
     def outbox_depth(self) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetchone()
         return int(row[0])
-
-
-def _check_alert(
-    kind: AlertKind, detail: str, rig: int | None, slot: int | None, model: DeviceModel | None
-) -> None:
-    if kind is AlertKind.REJECTED_HUB:
-        raise InvalidRecordError("a rejected hub is recorded with record_rejected")
-    if kind is AlertKind.HUB_SET_ASIDE:
-        raise InvalidRecordError("a set-aside hub is alerted by import_batch")
-    if kind in (AlertKind.SLOT_DISABLED, AlertKind.SLOT_ENABLED):
-        raise InvalidRecordError(f"a {kind} alert comes from set_slot_service")
-    if kind is AlertKind.RIG_OFFLINE and rig is None:
-        raise InvalidRecordError("a rig_offline alert needs the rig")
-    if kind is AlertKind.SLOT_SUSPECT and (rig is None or slot is None):
-        raise InvalidRecordError("a slot_suspect alert needs the rig and slot")
-    if kind is AlertKind.NO_FIRMWARE and model is None:
-        raise InvalidRecordError("a no_firmware alert needs the Device Model")
-    if rig is not None and rig < 1:
-        raise InvalidRecordError(f"rig {rig} is not a rig number (1 or more)")
-    if slot is not None:
-        if rig is None:
-            raise InvalidRecordError(f"slot {slot} of which rig? an alert needs both")
-        db.check_slot(rig, slot)
-    if not detail.strip():
-        raise InvalidRecordError(f"{kind} alert: the detail is empty")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from jigd.events import format_utc
 from jigd.model import Outcome
+from jigd.store import logs
+from jigd.store import records as rec
 from jigd.store.errors import BackupError
 from jigd.store.sqlite import rows as db
 from jigd.store.sqlite.worker import SqliteWorker, on_worker
@@ -69,14 +71,7 @@ class RetentionOperations(SqliteWorker):
             journal += done
         if outbox or journal:
             await self._run(self._journal_purge, outbox, journal, cutoffs)
-            _LOGGER.info(
-                "retention purge: %d published outbox row(s) before %s, %d journal event(s) "
-                "before %s",
-                outbox,
-                cutoffs[0],
-                journal,
-                cutoffs[1],
-            )
+            logs.purged(_LOGGER, outbox, journal, cutoffs)
         return PurgeCounts(outbox=outbox, journal=journal, dry_run=False)
 
     def _count_purgeable(self, outbox_cutoff: str, journal_cutoff: str) -> tuple[int, int]:
@@ -156,19 +151,4 @@ class RetentionOperations(SqliteWorker):
 def books_problems(conn: sqlite3.Connection) -> list[str]:
     """Each batch whose books do not balance, one line each (see Store.check_books)."""
     kept = {row[0]: tuple(row[1:]) for row in conn.execute(_KEPT_SQL)}
-    problems = []
-    for batch_id, status, *recount, listed in conn.execute(_RECOUNT_SQL):
-        counts = kept.get(batch_id)
-        expected, _, pending, *outcomes = recount
-        if counts is None:
-            problems.append(f"batch {batch_id}: no kept counts")
-        elif counts != tuple(recount):
-            problems.append(f"batch {batch_id}: kept counts {counts} but a recount gives {recount}")
-        if listed != expected or expected != pending + sum(outcomes):
-            problems.append(
-                f"batch {batch_id}: {listed} GUIDs listed, {expected} with a state, "
-                f"{pending} pending + {sum(outcomes)} with an outcome"
-            )
-        if status == "closed" and pending:
-            problems.append(f"batch {batch_id}: closed with {pending} GUIDs pending")
-    return problems
+    return rec.books_problems(kept, conn.execute(_RECOUNT_SQL).fetchall())

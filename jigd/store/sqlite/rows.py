@@ -6,41 +6,26 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from typing import Any, TypeVar
 
-from jigd.events import (
-    MAX_SLOT,
-    BatchStatus,
-    GuidResult,
-    OutboxEvent,
-    format_utc,
-    parse_utc,
-    result_event,
+from jigd.events import BatchStatus, GuidResult, OutboxEvent, parse_utc, result_event
+from jigd.model import Guid, Outcome
+from jigd.store import records as rec
+from jigd.store.errors import BatchClosedError, UnknownBatchError, UnknownGuidError
+from jigd.store.records import (
+    OUTCOME_COLUMNS,
+    STATE_COLUMNS,
+    STATE_FROM,
+    opt_str,
+    opt_time,
+    to_state,
 )
-from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
-from jigd.store.errors import (
-    BatchClosedError,
-    InvalidRecordError,
-    UnknownBatchError,
-    UnknownGuidError,
-)
-from jigd.store.values import BatchInfo, GuidState, GuidStatus, SetAsideHub, summary_event
+from jigd.store.values import BatchInfo, GuidState, SetAsideHub, summary_event
 
 _T = TypeVar("_T")
 
 # Rows per `IN (...)` query; far below SQLite's limit on bound parameters.
 _CHUNK = 500
-
-STATE_COLUMNS = """
-    s.batch_id, s.guid, e.line, e.declared_model, e.declared_firmware, s.status, s.outcome,
-    s.model, s.from_version, s.to_version, s.image_sha256, s.rig, s.slot, s.attempts,
-    s.started_at, s.finished_at, s.failure_stage, s.failure_code, s.failure_detail,
-    s.last_link_errors, s.locked
-"""
-STATE_FROM = "guid_states s JOIN expected_guids e USING (batch_id, guid)"
-# batch_counts' columns of the outcomes, in the order of Outcome.
-_OUTCOME_COLUMNS = ", ".join(str(o) for o in Outcome)
 
 
 def placeholders(count: int) -> str:
@@ -50,19 +35,6 @@ def placeholders(count: int) -> str:
 def chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
-
-
-def opt_time(text: str | None) -> datetime | None:
-    return None if text is None else parse_utc(text)
-
-
-def opt_str(value: object | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def check_slot(rig: int, slot: int) -> None:
-    if rig < 1 or not 1 <= slot <= MAX_SLOT:
-        raise InvalidRecordError(f"rig {rig} slot {slot} is not a rig (1+) and slot (1-{MAX_SLOT})")
 
 
 def journal(
@@ -108,7 +80,7 @@ def batch_info(conn: sqlite3.Connection, batch_id: str) -> BatchInfo:
     cost does not grow with the batch."""
     _, booking, party, source, status, created_at, closed_at = batch_row(conn, batch_id)
     row = conn.execute(
-        f"SELECT expected, received, pending, {_OUTCOME_COLUMNS} FROM batch_counts "  # noqa: S608 - constant SQL fragment
+        f"SELECT expected, received, pending, {OUTCOME_COLUMNS} FROM batch_counts "  # noqa: S608 - constant SQL fragment
         "WHERE batch_id = ?",
         (batch_id,),
     ).fetchone()
@@ -186,118 +158,25 @@ def write_result(conn: sqlite3.Connection, result: GuidResult, now: str, *, summ
     """The GUID's final state, its attempt closed, a journal entry and the result event (and
     the batch's summary event when `summary`)."""
     key = (result.batch_id, str(result.guid))
+    state = rec.final_state(result)
     conn.execute(
-        "UPDATE guid_states SET status = 'final', outcome = ?, model = ?, from_version = ?, "
-        "to_version = ?, image_sha256 = ?, rig = ?, slot = ?, attempts = ?, started_at = ?, "
-        "finished_at = ?, failure_stage = ?, failure_code = ?, failure_detail = ?, "
-        "last_link_errors = ?, locked = ?, updated_at = ? WHERE batch_id = ? AND guid = ?",
-        (
-            str(result.outcome),
-            opt_str(result.model),
-            opt_str(result.from_version),
-            opt_str(result.to_version),
-            result.image_sha256,
-            result.rig,
-            result.slot,
-            result.attempts,
-            format_utc(result.started),
-            format_utc(result.finished),
-            opt_str(result.failure_stage),
-            result.failure_code,
-            result.failure_detail,
-            json.dumps(list(result.last_link_errors)),
-            result.locked,
-            now,
-            *key,
-        ),
+        "UPDATE guid_states SET status = 'final', updated_at = ?, "  # noqa: S608 - constant SQL fragments
+        f"({rec.FINAL_STATE_COLUMNS}) = ({placeholders(len(state))}) "
+        "WHERE batch_id = ? AND guid = ?",
+        (now, *state, *key),
     )
-    stage = result.failure_stage or Stage.RECORD
+    attempt = rec.final_attempt(result)
     conn.execute(
-        "INSERT INTO attempts (batch_id, guid, attempt, rig, slot, started_at, finished_at, "
-        "stage_reached, error_code, error_detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"INSERT INTO attempts (batch_id, guid, {rec.ATTEMPT_COLUMNS}) "  # noqa: S608 - constant SQL fragments
+        f"VALUES ({placeholders(2 + len(attempt))}) "
         "ON CONFLICT (batch_id, guid, attempt) DO UPDATE SET "
-        "finished_at = COALESCE(finished_at, excluded.finished_at), "
+        "finished_at = COALESCE(attempts.finished_at, excluded.finished_at), "
         "stage_reached = excluded.stage_reached, error_code = excluded.error_code, "
         "error_detail = excluded.error_detail",
-        (
-            *key,
-            result.attempts,
-            result.rig,
-            result.slot,
-            format_utc(result.started),
-            format_utc(result.finished),
-            str(stage),
-            result.failure_code,
-            result.failure_detail,
-        ),
+        (*key, *attempt),
     )
     event = result_event(result, now=parse_utc(now))
-    journal(
-        conn,
-        now,
-        "result",
-        batch_id=result.batch_id,
-        guid=result.guid,
-        rig=result.rig,
-        slot=result.slot,
-        outcome=str(result.outcome),
-        to_version=opt_str(result.to_version),
-        failure_stage=opt_str(result.failure_stage),
-        failure_code=result.failure_code,
-        locked=result.locked,
-        event_id=event.event_id,
-    )
+    journal(conn, now, "result", **rec.result_journal(result, event.event_id))
     enqueue(conn, event, now)
     if summary:
         enqueue_summary(conn, result.batch_id, now, with_guids=False)
-
-
-def to_state(row: Sequence[Any]) -> GuidState:
-    (
-        batch_id,
-        guid,
-        line,
-        declared_model,
-        declared_firmware,
-        status,
-        outcome,
-        model,
-        from_version,
-        to_version,
-        image_sha256,
-        rig,
-        slot,
-        attempts,
-        started,
-        finished,
-        failure_stage,
-        failure_code,
-        failure_detail,
-        last_link_errors,
-        locked,
-    ) = row
-    return GuidState(
-        batch_id=batch_id,
-        guid=Guid.parse(guid),
-        line=line,
-        declared_model=None if declared_model is None else DeviceModel.parse(declared_model),
-        declared_firmware_version=(
-            None if declared_firmware is None else FirmwareVersion.parse(declared_firmware)
-        ),
-        status=GuidStatus(status),
-        outcome=None if outcome is None else Outcome(outcome),
-        model=None if model is None else DeviceModel.parse(model),
-        from_version=None if from_version is None else FirmwareVersion.parse(from_version),
-        to_version=None if to_version is None else FirmwareVersion.parse(to_version),
-        image_sha256=image_sha256,
-        rig=rig,
-        slot=slot,
-        attempts=attempts,
-        started=opt_time(started),
-        finished=opt_time(finished),
-        failure_stage=None if failure_stage is None else Stage(failure_stage),
-        failure_code=failure_code,
-        failure_detail=failure_detail,
-        last_link_errors=tuple(json.loads(last_link_errors)),
-        locked=None if locked is None else bool(locked),
-    )

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 
 from jigd.events import AlertKind, alert_event, format_utc, parse_utc
+from jigd.store import records as rec
 from jigd.store.errors import InvalidRecordError, StoreError
 from jigd.store.sqlite import rows as db
 from jigd.store.sqlite.worker import SqliteWorker, notifies, on_worker
@@ -28,7 +29,7 @@ class ServiceOperations(SqliteWorker):
     def set_slot_service(
         self, rig: int, slot: int, *, disabled: bool, reason: str, by: str
     ) -> SlotService:
-        db.check_slot(rig, slot)
+        rec.check_slot(rig, slot)
         why, who = reason.strip(), by.strip()
         if not why or not who:
             raise InvalidRecordError(
@@ -74,13 +75,7 @@ class ServiceOperations(SqliteWorker):
 
     @on_worker
     def record_selftest(self, rig: int, checks: Sequence[SelftestCheck]) -> SelftestRun:
-        if rig < 1:
-            raise InvalidRecordError(f"rig {rig} is not a rig number (1 or more)")
-        if not checks:
-            raise InvalidRecordError(f"rig {rig}: a self-test with no checks")
-        for check in checks:
-            if check.slot is not None:
-                db.check_slot(rig, check.slot)
+        rec.check_selftest(rig, checks)
         now_dt = self._clock()
         now = format_utc(now_dt)
         with self._write() as conn:

@@ -6,9 +6,7 @@ One job on the worker thread (see jigd.store.sqlite.worker); the contract
 
 from __future__ import annotations
 
-from jigd.events import parse_utc
-from jigd.model import DeviceModel, Guid, Outcome
-from jigd.store.sqlite import rows as db
+from jigd.store import records as rec
 from jigd.store.sqlite.worker import SqliteWorker, on_worker
 from jigd.store.values import HubTimes
 
@@ -40,31 +38,4 @@ class TimesOperations(SqliteWorker):
     def hub_times(self) -> list[HubTimes]:
         with self._read() as conn:
             rows = conn.execute(_HUB_TIMES_SQL).fetchall()
-        return [
-            HubTimes(
-                batch_id=batch_id,
-                guid=Guid.parse(guid),
-                model=DeviceModel.parse(model),
-                outcome=Outcome(outcome),
-                rig=rig,
-                slot=slot,
-                attempts=attempts,
-                started=parse_utc(started),
-                finished=parse_utc(finished),
-                last_started=parse_utc(last_started),
-                uploaded=db.opt_time(uploaded),
-            )
-            for (
-                batch_id,
-                guid,
-                model,
-                outcome,
-                rig,
-                slot,
-                attempts,
-                started,
-                finished,
-                last_started,
-                uploaded,
-            ) in rows
-        ]
+        return [rec.to_hub_times(row) for row in rows]

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.resources
 import logging
-import re
 import sqlite3
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from jigd.events import format_utc
 from jigd.store.contract import Clock
 from jigd.store.errors import SchemaVersionError, StoreClosedError, StoreError
+from jigd.store.migrations import load_migrations
 
 __all__ = ["MIGRATIONS", "SqliteWorker", "load_migrations", "notifies", "on_worker"]
 
@@ -37,7 +36,6 @@ _T = TypeVar("_T")
 _W = TypeVar("_W", bound="SqliteWorker")
 
 BUSY_TIMEOUT_MS = 5000
-_MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -47,29 +45,8 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-def load_migrations(directory: str = "sql/sqlite") -> tuple[str, ...]:
-    """The SQL scripts in `directory` of the jigd.store package data, `0001_*.sql` first;
-    numbered 1, 2, ... with no gaps.
-
-    A script must not contain BEGIN/COMMIT. Append new versions; never edit a released one.
-    """
-    scripts: dict[int, str] = {}
-    for entry in importlib.resources.files("jigd.store").joinpath(directory).iterdir():
-        match = _MIGRATION_NAME.fullmatch(entry.name)
-        if match:
-            version = int(match.group(1))
-            if version in scripts:  # two branches merged with the same number
-                raise StoreError(f"jigd.store {directory}: two migrations numbered {version}")
-            scripts[version] = entry.read_text(encoding="utf-8")
-    if sorted(scripts) != list(range(1, len(scripts) + 1)):
-        raise StoreError(
-            f"jigd.store {directory}: migrations are not numbered 1..n: {sorted(scripts)}"
-        )
-    return tuple(scripts[version] for version in sorted(scripts))
-
-
 # Numbered migrations: MIGRATIONS[0] makes version 1, and so on.
-MIGRATIONS: tuple[str, ...] = load_migrations()
+MIGRATIONS: tuple[str, ...] = load_migrations("sql/sqlite")
 
 
 def on_worker(

@@ -1,4 +1,5 @@
-"""The store factory: a URL's scheme picks the backend; sqlite URLs name a file."""
+"""The store factory: a URL's scheme picks the backend; sqlite URLs name a file (postgresql URLs:
+test_postgres.py)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,35 @@ from pathlib import Path
 import pytest
 
 from jigd.store import BACKENDS, Store, StoreError, StoreUrlError, open_store, resolve_store_url
+from jigd.store.registry import ALIASES, backend_for
 from jigd.store.sqlite import SqliteStore, sqlite_path, sqlite_url
 
 
 @pytest.mark.parametrize(
     "url",
-    ["postgresql://db.example/jigd", "/var/lib/jigd/jigd.sqlite3", "SQLITE3:///x", ""],
+    ["mysql://db.example/jigd", "/var/lib/jigd/jigd.sqlite3", "SQLITE3:///x", ""],
 )
 async def test_a_url_no_backend_takes_is_refused_naming_it(url: str) -> None:
     with pytest.raises(StoreUrlError, match="no store backend for scheme") as caught:
         await open_store(url)
     assert repr(url) in str(caught.value)
-    assert "known: sqlite:" in str(caught.value)
+    assert "known: postgresql:, sqlite:" in str(caught.value)
     assert isinstance(caught.value, StoreError)
     with pytest.raises(StoreUrlError, match="no store backend"):
         resolve_store_url(url, Path("/etc/jigd"))
 
 
-def test_sqlite_is_registered() -> None:
-    assert sorted(BACKENDS) == ["sqlite"]
+def test_sqlite_and_postgresql_are_registered() -> None:
+    assert sorted(BACKENDS) == ["postgresql", "sqlite"]
+    assert ALIASES == {"postgres": "postgresql"}
+    assert backend_for("postgres://db/jigd") is BACKENDS["postgresql"]
+
+
+def test_a_password_in_a_url_no_backend_takes_is_masked() -> None:
+    with pytest.raises(StoreUrlError, match="no store backend") as caught:
+        resolve_store_url("mysql://jigd:s3cret@db/jigd", Path("/etc/jigd"))
+    assert "s3cret" not in str(caught.value)
+    assert "mysql://jigd:***@db/jigd" in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,7 @@ from tests.jigd.mqtt_helpers import (
     running,
 )
 from tests.jigd.store.books import MODEL, OLD, StepClock, flash, guid, result, route, rows
+from tests.jigd.store.old_schema import OLD_OUTCOMES, insert_old_batch
 from tests.services import Mosquitto
 
 REPO = Path(__file__).resolve().parents[3]
@@ -429,31 +430,7 @@ async def test_version_1_outbox_rows_are_delivered_unchanged_after_the_upgrade(
 async def test_batch_counts_are_backfilled_from_the_guid_states(db_path: Path) -> None:
     async with await SqliteStore.open(db_path, migrations=MIGRATIONS[:3]):
         pass
-    outcomes = [None, None, "reflashed", "reflashed", "failed", "already_current", "not_received"]
-    conn = sqlite3.connect(db_path)
-    try:
-        conn.execute(
-            "INSERT INTO batches (id, seq, booking, party, source, status, created_at) "
-            "VALUES ('B000001', 1, 'WO', 'P', 'm.csv', 'open', '2025-03-01T08:00:00.000000Z')"
-        )
-        for n, outcome in enumerate(outcomes, start=1):
-            conn.execute(
-                "INSERT INTO expected_guids (batch_id, guid, line) VALUES ('B000001', ?, ?)",
-                (str(guid(n)), n + 1),
-            )
-            conn.execute(
-                "INSERT INTO guid_states (batch_id, guid, status, outcome, attempts, updated_at) "
-                "VALUES ('B000001', ?, ?, ?, ?, '2025-03-01T08:00:00.000000Z')",
-                (
-                    str(guid(n)),
-                    "pending" if outcome is None else "final",
-                    outcome,
-                    0 if outcome in {None, "not_received"} else 1,
-                ),
-            )
-        conn.commit()
-    finally:
-        conn.close()
+    insert_old_batch(db_path, OLD_OUTCOMES)
     async with await SqliteStore.open(db_path) as store:
         info = await store.get_batch("B000001")
         assert await store.check_books() == []
