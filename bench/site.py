@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from bench.store import MODEL, NEW, OLD, _rows
+from bench.store import MODEL, NEW, OLD, manifest_rows
 from jigd.events import GuidResult
 from jigd.model import Guid, Outcome, Stage
 from jigd.store import Store, open_store
@@ -142,7 +142,7 @@ async def _slot(
 
 async def station(plan: Plan) -> dict[str, Any]:
     """One station: its slots flashing for `plan.seconds`; its figures."""
-    guids = [row.guid for row in _rows(plan.first, plan.hubs)]
+    guids = [row.guid for row in manifest_rows(plan.first, plan.hubs)]
     per_slot = len(guids) // plan.slots
     times: dict[str, list[float]] = {"calls": [], "result": []}
     async with await open_store(plan.url) as store:
@@ -225,7 +225,9 @@ async def site(url: str, stations: int, slots: int, rate: float, seconds: float)
     per_slot = max(4, int(3 * rate / stations * seconds / slots)) if rate else 40
     hubs_each = slots * per_slot
     async with await open_store(url) as store:
-        batch = await store.import_batch(_rows(0, stations * hubs_each), "SITE", "P", "site.csv")
+        batch = await store.import_batch(
+            manifest_rows(0, stations * hubs_each), "SITE", "P", "site.csv"
+        )
     plans = [
         Plan(url, batch, n * hubs_each, hubs_each, slots, rate / stations, seconds)
         for n in range(stations)

@@ -52,7 +52,7 @@ class Clock:
         return self.now
 
 
-def _rows(first: int, count: int) -> list[ManifestRow]:
+def manifest_rows(first: int, count: int) -> list[ManifestRow]:
     return [
         ManifestRow(i + 2, Guid(0x00DB_0000_0000_0000 + first + i), MODEL, OLD)
         for i in range(count)
@@ -89,7 +89,7 @@ async def record_result_times(directory: Path, results: int) -> dict[int, tuple[
     async with await SqliteStore.open(path) as store:
         batches, samples, first = {}, {}, 0
         for size in BATCH_SIZES:
-            manifest = _rows(first, size)
+            manifest = manifest_rows(first, size)
             first += size
             batches[size] = await store.import_batch(manifest, "WO", "P", f"{size}.csv")
             samples[size] = random.Random(size).sample(manifest, results)
@@ -154,7 +154,7 @@ async def growth(directory: Path, hubs: int) -> dict[str, float]:
     async with await SqliteStore.open(path, clock=clock) as store:
         empty = _size(path)
         for first in range(0, hubs, PALLET):
-            manifest = _rows(first, min(PALLET, hubs - first))
+            manifest = manifest_rows(first, min(PALLET, hubs - first))
             batch_id = await store.import_batch(manifest, "WO", "P", "pallet.csv")
             for row in manifest:
                 await flash_hub(store, batch_id, row.guid, rng)

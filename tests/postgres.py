@@ -142,10 +142,10 @@ class PostgresCluster:
     def url(self, database: str = "postgres", user: str = SUPERUSER) -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self) -> str:
-        """A new, empty database; its URL."""
+    def new_database(self, owner: str | None = None) -> str:
+        """A new, empty database (owned by the role `owner`, or the superuser); its URL."""
         name = f"t{os.getpid()}_{next(self._numbers)}"
-        self.sql(f'CREATE DATABASE "{name}"')
+        self.sql(f'CREATE DATABASE "{name}"' + (f" OWNER {owner}" if owner else ""))
         return self.url(name)
 
     def sql(self, statement: str, database: str = "postgres") -> str:

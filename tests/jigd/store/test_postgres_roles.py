@@ -16,12 +16,9 @@ from tests.jigd.store.books import StepClock, flash, rows
 from tests.jigd.test_retention_cli import jigd
 from tests.postgres import PostgresCluster
 
-# docs/install.md, "A PostgreSQL store": as the server's superuser.
-ROLES = (
-    "CREATE ROLE jigd_owner LOGIN",
-    "CREATE ROLE jigd_station LOGIN",
-    "CREATE DATABASE {db} OWNER jigd_owner",
-)
+# docs/install.md, "A PostgreSQL store": as the server's superuser, then CREATE DATABASE ...
+# OWNER jigd_owner.
+ROLES = ("CREATE ROLE jigd_owner LOGIN", "CREATE ROLE jigd_station LOGIN")
 # ... then in the new database.
 GRANTS = (
     "REVOKE ALL ON DATABASE {db} FROM PUBLIC",
@@ -38,11 +35,10 @@ GRANTS = (
 @pytest.fixture
 def site_db(postgres_cluster: PostgresCluster) -> str:
     """A database set up as the guide says (the roles are made once per cluster)."""
-    db = postgres_cluster.new_database().rsplit("/", 1)[1] + "_site"
     if "jigd_owner" not in postgres_cluster.sql("SELECT rolname FROM pg_roles"):
-        for statement in ROLES[:2]:
+        for statement in ROLES:
             postgres_cluster.sql(statement)
-    postgres_cluster.sql(ROLES[2].format(db=db))
+    db = postgres_cluster.new_database(owner="jigd_owner").rsplit("/", 1)[1]
     for statement in GRANTS:
         postgres_cluster.sql(statement.format(db=db), database=db)
     return db
