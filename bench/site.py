@@ -9,12 +9,14 @@ pg_ctl in a temporary directory, as the tests do), with the server's defaults fo
 (fsync on: a commit waits for the disk) unlike the tests' cluster.
 
 Each station is its own process, as each station's daemon is: it opens the store through the
-store contract (`open_store(url)`) and runs one task per slot. A slot flashes hub after hub of one
+store contract for its own name (`open_store(url, station="bench-k")`, so its rows name it, as a
+site's do) and runs one task per slot. A slot flashes hub after hub of one
 shared batch as jigd/slot.py records them (begin_attempt, the upload journalled, record_result;
 10% a failed first attempt and a retry), paced so that the whole site finishes `--rate` hubs a
 second (each slot waits a random, exponentially distributed time between hubs: the slots are
 independent), or as fast as it can with `--rate 0`. Meanwhile one more process drains the site's
-outbox as a publisher does (outbox_pending, mark_published) and counts what it drained.
+outbox as the stations' publishers do, each station's events in turn (outbox_pending,
+mark_published for each station's store), and counts what it drained.
 
 Printed: results per second, the time of each `record_result` call (the result's commit: p50,
 p99, max) and of every store call, the outbox drain rate and what is left undrained, and each
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import random
 import resource
@@ -32,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -42,7 +46,6 @@ from jigd.events import GuidResult
 from jigd.model import Guid, Outcome, Stage
 from jigd.store import Store, open_store
 from jigd.store.sqlite import sqlite_url
-from tests.postgres import PostgresCluster
 
 # The site's real peak result rate: three rigs of 8 slots (the CSP's three multi-jig units),
 # every slot finishing a hub every 5.4 s (the median hub of the 96-hub demo: the plan's
@@ -67,6 +70,8 @@ class Plan:
     slots: int
     rate: float  # the station's hubs a second; 0: as fast as it can
     seconds: float
+    station: str = ""  # the station this process is (`open_store(url, station=...)`)
+    names: list[str] = field(default_factory=list)  # the publisher: every station's name
 
 
 def _result(batch: str, guid: Guid, attempt: int, slot: int) -> GuidResult:
@@ -145,7 +150,7 @@ async def station(plan: Plan) -> dict[str, Any]:
     guids = [row.guid for row in manifest_rows(plan.first, plan.hubs)]
     per_slot = len(guids) // plan.slots
     times: dict[str, list[float]] = {"calls": [], "result": []}
-    async with await open_store(plan.url) as store:
+    async with await open_store(plan.url, station=plan.station) as store:
         started = time.monotonic()
         stop_at = started + plan.seconds
         done = await asyncio.gather(
@@ -167,28 +172,49 @@ async def station(plan: Plan) -> dict[str, Any]:
         "elapsed": elapsed,
         "result_s": times["result"],
         "call_s": times["calls"],
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": _peak_rss_mb(),
     }
 
 
-async def drain(url: str, seconds: float) -> dict[str, Any]:
-    """A publisher: take the outbox's oldest pending messages and mark them published, until
-    the stations are done and it is empty; what it drained."""
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM (Linux), which starts afresh with the program; not
+    getrusage's ru_maxrss, which Linux carries over from the parent that forked it (here the
+    benchmark's main process, with the whole demo package loaded)."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def drain(url: str, names: list[str], seconds: float) -> dict[str, Any]:
+    """The stations' publishers, in one process: each station's store (its events) in turn,
+    taking its oldest pending messages and marking them published, until the stations are done
+    and every outbox is empty; what they drained."""
     drained, started = 0, time.monotonic()
     idle_since: float | None = None
-    async with await open_store(url) as store:
+    async with contextlib.AsyncExitStack() as stack:
+        stores = [
+            await stack.enter_async_context(await open_store(url, station=name)) for name in names
+        ]
         while True:
-            pending = await store.outbox_pending(500)
-            now = time.monotonic()
-            if pending:
-                drained += await store.mark_published(m.id for m in pending)
+            now, busy = time.monotonic(), False
+            for store in stores:
+                pending = await store.outbox_pending(500)
+                if pending:
+                    drained += await store.mark_published(m.id for m in pending)
+                    busy = True
+            if busy:
                 idle_since = None
                 continue
             idle_since = now if idle_since is None else idle_since
             if now - started > seconds and now - idle_since > DRAINED_IDLE_S:
                 break  # the stations are done: nothing came for a while after the window
             await asyncio.sleep(0.01)
-        left = await store.outbox_depth()
+        left = sum([await store.outbox_depth() for store in stores])
         elapsed = (idle_since or time.monotonic()) - started
     return {"drained": drained, "elapsed": elapsed, "left": left}
 
@@ -224,16 +250,18 @@ async def site(url: str, stations: int, slots: int, rate: float, seconds: float)
     # that runs out of GUIDs stops early, which the results per second then show).
     per_slot = max(4, int(3 * rate / stations * seconds / slots)) if rate else 40
     hubs_each = slots * per_slot
-    async with await open_store(url) as store:
+    names = [f"bench-{n + 1}" for n in range(stations)]
+    async with await open_store(url, station=names[0]) as store:
         batch = await store.import_batch(
             manifest_rows(0, stations * hubs_each), "SITE", "P", "site.csv"
         )
     plans = [
-        Plan(url, batch, n * hubs_each, hubs_each, slots, rate / stations, seconds)
+        Plan(url, batch, n * hubs_each, hubs_each, slots, rate / stations, seconds, names[n])
         for n in range(stations)
     ]
+    publisher = dataclasses.replace(plans[0], station="", names=names)
     figures = await asyncio.gather(
-        *(_child("station", plan) for plan in plans), _child("publisher", plans[0])
+        *(_child("station", plan) for plan in plans), _child("publisher", publisher)
     )
     *done, published = figures
     results = sum(f["results"] for f in done)
@@ -272,7 +300,9 @@ async def site(url: str, stations: int, slots: int, rate: float, seconds: float)
 async def main(args: argparse.Namespace) -> int:
     if args.child:
         plan = Plan(**json.loads(args.plan))
-        work = station(plan) if args.child == "station" else drain(plan.url, plan.seconds)
+        work = (
+            station(plan) if args.child == "station" else drain(plan.url, plan.names, plan.seconds)
+        )
         print(json.dumps(await work))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-site-") as directory:
@@ -286,6 +316,10 @@ async def main(args: argparse.Namespace) -> int:
                 if await site(args.store, args.stations, args.slots, args.rate, args.seconds)
                 else 1
             )
+        # Imported here: jigd.demo loads the whole demo (aiohttp, the control client), which
+        # the station processes, store clients only, must not carry in their RSS.
+        from jigd.demo.pgcluster import PostgresCluster
+
         cluster = PostgresCluster(durable=args.durable)
         cluster.start()
         try:

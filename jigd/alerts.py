@@ -4,7 +4,8 @@ when it becomes suspect; not again until it has recovered).
 
 Rejected hubs are alerted by the store itself (`record_rejected`). The others are seen by a
 station observer and journalled with `Store.record_alert`, which queues the `alerts` message in
-the same transaction, so an alert is as durable as a result and published in commit order.
+the same transaction, so an alert is as durable as a result and published in the order they
+were queued.
 
 Observer callbacks must not block, so they only queue; `run()` writes the queue to the store.
 A Device Model without firmware is alerted once per `NO_FIRMWARE_REPEAT_S` at most, not once

@@ -281,8 +281,8 @@ _CHANNELS: Final = (
         ResultPayload,
         "Per-GUID result",
         "The one final result of a hub of a batch. Committed to jigd's outbox with the result "
-        "and published in commit order; may be repeated (same `event_id`) after a crash or an "
-        "outage, never lost.",
+        "and published after its GUID's earlier events; may be repeated (same `event_id`) after "
+        "a crash or an outage, never lost.",
         qos=1,
         retain=False,
     ),

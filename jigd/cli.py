@@ -105,11 +105,11 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from jigd.demo import demo_options_from, run_demo, stop_on_signal
+    from jigd.demo import demo_options_from, run_demo, run_site, stop_on_signal
     from jigd.mqtt_settings import MqttConfigError
 
-    if args.hubs < 1 or args.rigs < 1:
-        print("error: --hubs and --rigs must be at least 1", file=sys.stderr)
+    if args.hubs < 1 or args.rigs < 1 or args.stations < 1:
+        print("error: --hubs, --rigs and --stations must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
     for option, port in (("--metrics-port", args.metrics_port), ("--web-port", args.web_port)):
         if port is not None and not 1 <= port <= MAX_PORT:
@@ -123,7 +123,8 @@ def _demo(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     stop_on_signal()
     try:
-        return asyncio.run(run_demo(options, show=lambda line: print(line, flush=True)))
+        run = run_demo if options.stations == 1 else run_site
+        return asyncio.run(run(options, show=lambda line: print(line, flush=True)))
     except KeyboardInterrupt:
         print("jigd demo: interrupted", file=sys.stderr)
         return EXIT_FAILURE
@@ -169,10 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a whole station on the simulator and check the books",
         description="Start the simulator (its own process), a catalog of freshly signed images, "
         "a pallet imported as one batch and the daemon; show progress; write the reports and "
-        "the ground truth under --workdir; exit 1 if the books do not balance.",
+        "the ground truth under --workdir; exit 1 if the books do not balance. With --stations "
+        "N, a site: N simulators and N daemons on one PostgreSQL store and one batch.",
     )
     demo.add_argument("--hubs", type=int, default=96, help="hubs on the pallet (default 96)")
     demo.add_argument("--rigs", type=int, default=3, help="rigs of 8 slots (default 3)")
+    demo.add_argument(
+        "--stations",
+        type=int,
+        default=1,
+        metavar="N",
+        help="stations (default 1): with N > 1, N simulators and N daemons (station names "
+        "demo-1 .. demo-N, each under WORKDIR/station-K, each with --rigs rigs) share one "
+        "PostgreSQL store (--store, or without it a throwaway cluster the demo starts in the "
+        "workdir and removes at the end) and one batch, the pallet split over their benches; "
+        "--metrics-port and --web-port are station 1's, the next ports the others'",
+    )
     demo.add_argument(
         "--faults",
         choices=["none", "light", "harsh", "dead", "worn-slot"],
@@ -228,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the daemon's store: a PostgreSQL database of its own, "
         "postgresql://user@host[:port]/database (docs/install.md, section 9); without it a "
-        "SQLite file in the workdir",
+        "SQLite file in the workdir (with --stations N > 1: a throwaway PostgreSQL cluster)",
     )
     demo.add_argument(
         "--hub-exe",

@@ -33,6 +33,7 @@ import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,12 +43,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from drivers.untrusted import FIELD_LIMIT, printable
 from firmware_catalog import CatalogError
 from jigd import control_api as api
-from jigd.events import BatchStatus, SlotStatus, format_utc
+from jigd.events import BatchStatus, format_utc
+from jigd.heartbeat import site_views
 from jigd.manifest import ManifestError, ManifestRow, parse_manifest
 from jigd.model import SlotState
 from jigd.plan_source import stage_times
 from jigd.reports import render_reports
-from jigd.selftest import SelftestOutcome
 from jigd.slot_service import UnknownSlotError
 from jigd.startup import StartupError, os_reason
 from jigd.station import Station
@@ -57,12 +58,11 @@ from jigd.store import (
     BatchInfo,
     GuidInOpenBatchError,
     GuidState,
-    SelftestRun,
     SetAsideHub,
-    SlotService,
     StoreError,
     UnknownBatchError,
 )
+from jigd.views import selftest_view, service_view, slot_view
 
 __all__ = [
     "Handlers",
@@ -82,64 +82,6 @@ SOCKET_MODE: Final = 0o660
 MAX_MANIFEST_BYTES: Final = 16 * 1024 * 1024
 PROBE_TIMEOUT_S: Final = 2.0  # whether a process still serves on an existing socket
 _FileId = tuple[int, int, int]  # st_dev, st_ino, st_ctime_ns
-
-
-def service_view(service: SlotService) -> api.ServiceView:
-    return api.ServiceView(
-        rig=service.rig,
-        slot=service.slot,
-        disabled=service.disabled,
-        reason=service.reason,
-        by=service.by,
-        at=service.at,
-    )
-
-
-def selftest_view(run: SelftestRun, outcome: SelftestOutcome | None = None) -> api.SelftestView:
-    return api.SelftestView(
-        rig=run.rig,
-        ts=run.ts,
-        failed=run.failed,
-        checks=[
-            api.CheckView(slot=c.slot, check=c.check, passed=c.passed, detail=c.detail)
-            for c in run.checks
-        ],
-        skipped=list(outcome.skipped) if outcome else [],
-        disabled=list(outcome.disabled) if outcome else [],
-    )
-
-
-def slot_view(
-    status: SlotStatus, disabled: SlotService | None = None, suspect: str | None = None
-) -> api.SlotView:
-    """The slot's status as the API shows it: `disabled` while it is out of service, `suspect`
-    why the yield watch suspects it."""
-    now = time.monotonic()
-    return api.SlotView(
-        rig=status.rig,
-        slot=status.slot,
-        state=status.state,
-        guid=status.guid,
-        batch=status.batch_id,
-        stage=status.stage,
-        progress=round(status.progress, 1),
-        attempts=status.attempts,
-        outcome=status.outcome,
-        detail=status.detail,
-        seconds_in_state=round(now - status.since, 1),
-        model=status.model,
-        elapsed_s=None if status.hub_since is None else round(now - status.hub_since, 1),
-        expected_s=None if status.expected_s is None else round(status.expected_s, 1),
-        wait=None
-        if status.wait is None
-        else api.WaitView(
-            what=status.wait.what,
-            waited_s=round(now - status.wait.since, 1),
-            limit_s=status.wait.limit_s,
-        ),
-        disabled=None if disabled is None else service_view(disabled),
-        suspect=suspect,
-    )
 
 
 def _batch_fields(info: BatchInfo, set_aside: Sequence[SetAsideHub] = ()) -> dict[str, Any]:
@@ -327,6 +269,7 @@ class Handlers:
             rigs=rigs,
             batches=batches,
             catalog_rejected=_rejected_entries(station),
+            site=await site_views(station.store, station.config.station, datetime.now(UTC)),
         )
 
     async def list_batches(self, request: web.Request) -> api.BatchList:

@@ -303,6 +303,16 @@ class RejectedEntryView(ApiModel):
     reason: str = Field(description="what failed, for a person")
 
 
+class SiteStationView(ApiModel):
+    """Another station of the site (sharing this station's store), as its last heartbeat told."""
+
+    station: str
+    host: str
+    pid: int
+    seen_s: float = Field(description="seconds since it was last heard from")
+    slots: list[SlotView] = Field(description="its slots, as at that heartbeat")
+
+
 class StatusResponse(ApiModel):
     """The station: rigs and slots, open batches with progress and ETA, event-loop lag."""
 
@@ -315,6 +325,11 @@ class StatusResponse(ApiModel):
     batches: list[OpenBatchView]
     catalog_rejected: list[RejectedEntryView] = Field(
         description="catalog entries never flashed until the catalog is fixed and reloaded"
+    )
+    site: list[SiteStationView] = Field(
+        default_factory=list,
+        description="the other stations sharing this station's store (docs/install.md, "
+        '"A site of several stations"), by name',
     )
 
 
@@ -499,7 +514,8 @@ class ReportFiles(ApiModel):
 
 
 class RejectedHubView(ApiModel):
-    """A hub seen in a slot that no open batch lists."""
+    """A hub this station refused: no open batch lists it (`not_in_batch`), or another station
+    of the site was flashing it (`busy_elsewhere`)."""
 
     guid: GuidField
     rig: int
@@ -517,7 +533,7 @@ class RejectedList(ApiModel):
 class JournalEntryView(ApiModel):
     """One journal event (docs/install.md, "Retention": what `jigctl export` writes a line of)."""
 
-    id: int = Field(description="its place in the journal (commit order)")
+    id: int = Field(description="its place in the journal (ids grow as events are written)")
     ts: IsoDateTime
     kind: str = Field(examples=["result"])
     batch: str | None

@@ -29,6 +29,7 @@ from jigd.config import ConfigError, load_config
 from jigd.liveview import (
     batch_line,
     batch_text,
+    narrowed,
     redraw,
     render_status,
     selftest_text,
@@ -37,6 +38,7 @@ from jigd.liveview import (
 from jigd.plan import PlanError, PlanInputs, make_plan, parse_mix, parse_what_if
 from jigd.plan_report import check_chart_support, render_plan, write_chart
 from jigd.plan_source import offline_stage_times
+from jigd.site_cli import add_station_parser, station_command
 
 __all__ = ["ControlClient", "ControlError", "main", "render_status"]
 
@@ -186,7 +188,13 @@ async def _run(args: argparse.Namespace, client: ControlClient, manifest: str | 
     """One command; `manifest` is the text of the file `batch import` sends, read already."""
     command = args.command
     if command == "status":
-        print(render_status(await client.call(api.STATUS), _columns()))
+        status = await client.call(api.STATUS)
+        if args.station is not None:
+            try:
+                status = narrowed(status, args.station)
+            except ValueError as exc:
+                raise ControlError(str(exc), EXIT_BAD_INPUT) from None
+        print(render_status(status, _columns()))
     elif command == "watch":
         await _watch(client, args.once)
     elif command == "plan":
@@ -366,7 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
         "close", parents=[where], help="close a batch: unseen -> not_received"
     )
     close.add_argument("batch", metavar="ID", help="the batch id, e.g. B000001")
-    commands.add_parser("status", parents=[where], help="rigs, slots and open batches")
+    status = commands.add_parser(
+        "status", parents=[where], help="rigs, slots and open batches; the site's other stations"
+    )
+    status.add_argument(
+        "--station", metavar="NAME", help="only this station's slots (this one, or another)"
+    )
     watch = commands.add_parser("watch", parents=[where], help="live slot table with progress bars")
     watch.add_argument("--once", action="store_true", help="print one frame and exit")
     _plan_parser(commands, where)
@@ -416,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="self-test a rig now; exit 1 if a check failed (those slots are disabled)",
     )
     selftest.add_argument("rig", type=int, metavar="RIG", help="the rig number")
+    add_station_parser(commands, where)
     return parser
 
 
@@ -519,7 +533,7 @@ def _plan_problem(exc: PlanError | ValidationError) -> str:
     return f"plan: --{where.replace('_', '-')}: {first['msg']}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per outcome
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.socket is not None and args.config is not None:
@@ -532,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = read_manifest(args.manifest) if importing else None
         if args.command == "plan" and args.offline:
             return asyncio.run(_plan(args, None)) or EXIT_OK
+        if args.command == "station":  # reads the site's store, not the daemon
+            return asyncio.run(station_command(args, DEFAULT_CONFIG))
         client = ControlClient(_socket_path(args))
         return asyncio.run(_run(args, client, manifest))
     except ConfigError as exc:

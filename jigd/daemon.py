@@ -18,6 +18,7 @@ station, and `jigd run` exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from jigd.secrets import MasterKeys, Secret, load_password, load_token
 from jigd.service import StatusReporter, install_test_loop_blocker
 from jigd.startup import StartupError, lock_path, os_reason, station_lock
 from jigd.station import Station, StationObserver
+from jigd.store import StoreError
 
 __all__ = ["run_daemon"]
 
@@ -204,15 +206,17 @@ def _install_signals(station: Station, stop: asyncio.Event) -> Callable[[], None
 
 async def _flush_outbox(station: Station, publisher: MqttPublisher) -> None:
     """Give a connected publisher up to OUTBOX_FLUSH_S to send what the drain recorded; what is
-    left waits in the outbox for the next start (never lost, only later)."""
+    left waits in the outbox for the next start (never lost, only later), as it does when the
+    store cannot be read."""
     deadline = asyncio.get_running_loop().time() + OUTBOX_FLUSH_S
-    while publisher.connected and await station.store.outbox_depth() > 0:
-        if asyncio.get_running_loop().time() > deadline:
-            _LOGGER.info(
-                "stopping with %d message(s) in the outbox", await station.store.outbox_depth()
-            )
-            return
-        await asyncio.sleep(0.05)
+    with contextlib.suppress(StoreError):
+        while publisher.connected and await station.store.outbox_depth() > 0:
+            if asyncio.get_running_loop().time() > deadline:
+                _LOGGER.info(
+                    "stopping with %d message(s) in the outbox", await station.store.outbox_depth()
+                )
+                return
+            await asyncio.sleep(0.05)
 
 
 async def _stop_in_order(station: asyncio.Task[None], services: list[asyncio.Task[Any]]) -> None:

@@ -458,15 +458,15 @@ def result_event(result: GuidResult, *, now: datetime) -> ResultEvent:
 
 
 def rejected_alert_event(
-    guid: Guid, rig: int, slot: int, reason: str, *, now: datetime
+    guid: Guid, rig: int, slot: int, reason: str, *, now: datetime, detail: str | None = None
 ) -> AlertEvent:
+    why = f"{reason}: {detail}" if detail else reason
     return AlertEvent(
         event_id=new_event_id(),
         ts=now,
         kind=AlertKind.REJECTED_HUB,
         message=(
-            f"rig {rig} slot {slot}: hub {guid} rejected ({reason}); it was not written, "
-            "set it aside"
+            f"rig {rig} slot {slot}: hub {guid} rejected ({why}); it was not written, set it aside"
         ),
         guid=guid,
         rig=rig,

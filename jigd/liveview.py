@@ -16,7 +16,14 @@ from datetime import UTC
 from typing import Final
 
 from drivers.untrusted import FIELD_LIMIT, printable
-from jigd.control_api import BatchView, RigView, SelftestView, SlotView, StatusResponse
+from jigd.control_api import (
+    BatchView,
+    RigView,
+    SelftestView,
+    SiteStationView,
+    SlotView,
+    StatusResponse,
+)
 from jigd.events import format_utc
 from jigd.model import Outcome
 
@@ -24,12 +31,14 @@ __all__ = [
     "batch_line",
     "batch_text",
     "counts_text",
+    "narrowed",
     "progress_line",
     "redraw",
     "render_status",
     "selftest_line",
     "selftest_text",
     "set_aside_lines",
+    "site_lines",
     "slot_table",
     "timestamped",
 ]
@@ -200,6 +209,7 @@ def render_status(status: StatusResponse, width: int = WIDTH) -> str:
         lines.append(f"  sha256 {entry.sha256}")
     lines.extend(_fit(selftest_line(rig), width) for rig in status.rigs if rig.selftest)
     lines.extend(slot_table(status.rigs, width))
+    lines.extend(site_lines(status.site, width))
     for rig in status.rigs:  # what to check: wrapped, never cut
         for slot in rig.slots:
             if slot.suspect is not None:
@@ -209,6 +219,38 @@ def render_status(status: StatusResponse, width: int = WIDTH) -> str:
                     subsequent_indent="  ",
                 )
     return "\n".join(lines)
+
+
+def site_lines(site: list[SiteStationView], width: int = WIDTH) -> list[str]:
+    """The other stations of the site: a line each (host, when last heard from), then its
+    slots as its heartbeat told them."""
+    lines = []
+    for other in site:
+        lines.append(
+            _fit(
+                f"station {_shown(other.station)} on {_shown(other.host)}   heard from "
+                f"{_eta(other.seen_s)} ago",
+                width,
+            )
+        )
+        by_rig: dict[int, list[SlotView]] = {}
+        for slot in other.slots:
+            by_rig.setdefault(slot.rig, []).append(slot)
+        rigs = [RigView(rig=r, up=True, slots=by_rig[r]) for r in sorted(by_rig)]
+        lines.extend(slot_table(rigs, width))
+    return lines
+
+
+def narrowed(status: StatusResponse, station: str) -> StatusResponse:
+    """`jigctl status --station NAME`: only that station's slots (this one's, or another's as
+    its heartbeat told); ValueError naming the stations there are if there is no such one."""
+    if station == status.station:
+        return status.model_copy(update={"site": []})
+    wanted = [other for other in status.site if other.station == station]
+    if not wanted:
+        known = ", ".join([status.station, *(other.station for other in status.site)])
+        raise ValueError(f"no station {station!r} on this site; there are: {known}")
+    return status.model_copy(update={"rigs": [], "site": wanted})
 
 
 def selftest_line(rig: RigView) -> str:

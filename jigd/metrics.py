@@ -221,6 +221,12 @@ class StationMetrics:
             "MQTT messages committed and not yet published",
             registry=None,
         )
+        self._store_up = Gauge(
+            "jigd_store_up",
+            "1 while the station's store (its database) can be reached, 0 while it is down",
+            registry=None,
+        )
+        self._store_up.set(1)
         self._mqtt_connected = Gauge(
             "jigd_mqtt_connected",
             "1 while connected to the MQTT broker",
@@ -266,6 +272,7 @@ class StationMetrics:
             self._slot_hubs,
             self._slot_suspect,
             self._rig_up,
+            self._store_up,
             self._batch_hubs,
             self._catalog_images,
             self._catalog_rejected,
@@ -295,6 +302,7 @@ class StationMetrics:
             on_service=self._on_service,
             on_selftest=self._on_selftest,
             on_slot_suspect=self._on_slot_suspect,
+            on_store=lambda up: self._store_up.set(1 if up else 0),
         )
 
     def _on_slot(self, status: SlotStatus) -> None:

@@ -2,10 +2,12 @@
 
 A contract (docs/architecture.md, "MQTT"): topics, payloads, QoS and retain flags. Results,
 batch summaries and alerts are committed to the store's outbox together with what they report,
-and published from there strictly in commit order: the next message goes out only when the
-broker has acknowledged the previous one (QoS 1 PUBACK with a success reason code), and a
-message is marked published only then. A broker outage or a crash therefore delays messages and
-may repeat some (with the same `event_id`), but never loses or reorders them.
+and published from there one at a time in the outbox's order (each GUID's and each batch's
+events in the order they were committed: jigd.store.contract, `outbox_pending`): the next
+message goes out only when the broker has acknowledged the previous one (QoS 1 PUBACK with a
+success reason code), and a message is marked published only then. A broker outage or a crash
+therefore delays messages and may repeat some (with the same `event_id`), but never loses them
+nor reorders a GUID's or a batch's.
 
 Slot progress is not durable: the latest state of each slot is kept in memory and sent at most
 4 times per second per slot (QoS 0, retained, expiring), and nothing is queued while the
@@ -51,7 +53,7 @@ from jigd.mqtt_settings import check_mqtt_settings
 from jigd.payloads import SLOT_EXPIRY_S, Outgoing, event_route, slot_message, status_message
 from jigd.secrets import Secret
 from jigd.station import StationObserver
-from jigd.store import OutboxMessage, Store, StoreError
+from jigd.store import OutboxMessage, Store, StoreError, StoreUnavailableError
 
 __all__ = [
     "ACK_TIMEOUT_S",
@@ -132,8 +134,12 @@ class MqttPublisher:
     def client_id(self) -> str:
         return self._config.client_id or f"jigd-{self._station}"
 
-    def topic(self, suffix: str) -> str:
-        """The full topic of a suffix such as `alerts`: `<prefix>/<station>/alerts`."""
+    def topic(self, suffix: str, station: str = "") -> str:
+        """The full topic of a suffix such as `alerts`: `<prefix>/<station>/alerts`, under this
+        station, or under `station` (an event another station of the site committed, handed to
+        this one by `jigctl station release`)."""
+        if station and station != self._station:
+            return f"{self._config.prefix}/{station}/{suffix}"
         return self._base + suffix
 
     def observer(self) -> StationObserver:
@@ -279,9 +285,16 @@ class MqttPublisher:
         while True:
             # Cleared before reading: a commit after the read sets it again, so none is missed.
             changed.clear()
-            pending = await self._store.outbox_pending(OUTBOX_CHUNK)
-            if pending:
-                await self._publish_in_order(client, pending)
+            try:
+                pending = await self._store.outbox_pending(OUTBOX_CHUNK)
+                if pending:
+                    await self._publish_in_order(client, pending)
+                    continue
+            except StoreUnavailableError as exc:
+                # The store is down (the station logs it): look again later. Messages published
+                # but not marked are published again, with the same event_id: never lost.
+                _LOGGER.debug("%s: outbox not read: %s", self._where, exc)
+                await asyncio.sleep(OUTBOX_POLL_S)
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(OUTBOX_POLL_S):
@@ -315,7 +328,7 @@ class MqttPublisher:
         route = event_route(message.kind, message.data())
         try:
             await client.publish_confirmed(
-                self.topic(route.topic),
+                self.topic(route.topic, message.station),
                 message.payload.encode("utf-8"),
                 qos=route.qos,
                 retain=route.retain,

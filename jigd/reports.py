@@ -60,6 +60,7 @@ RESULTS_COLUMNS = (
     "failure_stage",
     "failure_code",
     "device_model",  # appended last (issue 14): readers that use positions keep working
+    "station",  # appended last (the site, schema 6): the station that recorded the result
 )
 SMI_UPDATE_COLUMNS = ("guid", "firmware_version")
 FAULT_ANALYSIS_COLUMNS = (
@@ -204,6 +205,7 @@ def _result_row(state: GuidState) -> list[str]:
             state.failure_stage,
             state.failure_code,
             state.model,
+            state.station,
         )
     ]
 

@@ -9,6 +9,10 @@ stays in its slot afterwards is not handled again until it is taken out.
 If the rig goes away, or the hub is pulled, while an attempt runs, the attempt is interrupted,
 not failed: the GUID is resumed when the hub is seen again.
 
+While the station's store cannot be reached, the worker starts no new hub, and the store calls
+of the hub it has wait until the store is back (jigd.store_outage): a finished hub's result is
+held in memory, its LED amber, until it is committed.
+
 When jigd stops (`drain()`), the worker takes no new hub. A hub in the activation sequence (mark
 test, reset, swap and boot, verify, confirm, lock) or in a slot power cycle is let finish; any
 other attempt is interrupted at once, recorded resumable: its upload resumes from the hub's
@@ -53,6 +57,7 @@ from jigd.slot_attempts import (
     SlotAttempts,
     WorkInterruptedError,
     furthest,
+    held_elsewhere,
 )
 from jigd.store import BatchRef, GuidState, GuidStatus, Store, StoreError
 
@@ -70,7 +75,6 @@ UNCUT_STAGES: Final = frozenset(
     {Stage.MARK_TEST, Stage.RESET, Stage.AWAIT_BOOT, Stage.VERIFY, Stage.CONFIRM, Stage.LOCK}
 )
 HUB_TAKEN_OUT: Final = "hub taken out"  # the interruption reason when a hub is pulled
-NO_ANSWER: Final = "no_answer"  # failure code: a hub interrupted mid-flash never answered again
 
 
 class RigPort(Protocol):
@@ -84,7 +88,7 @@ class RigPort(Protocol):
     async def led(self, slot: int, colour: LedColour) -> None: ...
 
 
-async def _image_kept(error: FlashError) -> bool:
+async def _no(*_: object) -> bool:
     return False
 
 
@@ -107,7 +111,9 @@ class SlotDeps:
     on_link_stats: Callable[[int, LinkStats], None] = lambda rig, stats: None
     # A flash failed because of its image (FlashError.image): True if that image is no longer
     # flashed, so no retry is made with it.
-    on_image_fault: Callable[[FlashError], Awaitable[bool]] = field(default=_image_kept)
+    on_image_fault: Callable[[FlashError], Awaitable[bool]] = field(default=_no)
+    # Before a hub is started: True if it waited for the store to be back (jigd.store_outage).
+    store_waited: Callable[[], Awaitable[bool]] = field(default=_no)
     hub_models: Mapping[DeviceModel, HubModelConfig] = field(default_factory=dict)
     # Seconds a hub of the Device Model is expected to take in the slot, once known.
     expected_s: Callable[[DeviceModel], float | None] = lambda model: None
@@ -225,8 +231,8 @@ class SlotWorker:
         """Handle each hub put in the slot, once, until the station drains."""
         while not self._draining:
             await self._wait_for(lambda: self._rig_up and self._present and not self._held)
-            if self._stopping():
-                break
+            if self._stopping() or await self._deps.store_waited():
+                continue  # stopping ends the loop; after a wait for the store, look again
             handler = asyncio.ensure_future(self._handle_hub())
             self._handler = handler
             try:
@@ -328,6 +334,10 @@ class SlotWorker:
             _LOGGER.info("%s: %s already has outcome %s", self._label, guid, ref.outcome)
             await self._finish(ref.outcome, detail="already done in this batch")
             return
+        busy = held_elsewhere(ref, self._deps.store.station)
+        if busy is not None:  # another station of the site has it: never touch the hub
+            await self._reject(guid, busy.CODE, detail=str(busy))
+            return
         await self._attempts(ref, identity)
 
     async def _identify(self) -> HubIdentity | str:
@@ -410,16 +420,8 @@ class SlotWorker:
             f"interrupted, and has not answered since ({IDENTIFY_TRIES} tries, power cycled "
             f"between them). What to do: {WHAT_TO_DO}"
         )
-        await self._deps.store.end_attempt(
-            state.batch_id,
-            state.guid,
-            attempt,
-            stage=Stage.IDENTIFY,
-            error_code=NO_ANSWER,
-            error_detail=detail,
-        )
+        failure = await self._books.no_answer(state, attempt, detail)
         _LOGGER.error("%s: %s", self._label, detail)
-        failure = FlashError(Stage.IDENTIFY, NO_ANSWER, detail, retryable=False)
         await self._record(
             await self._books.failure(
                 state.batch_id,
@@ -443,12 +445,15 @@ class SlotWorker:
         )
         return await self._deps.driver(self._config, name=self._label, options=options)
 
-    async def _reject(self, guid: Guid, reason: str) -> None:
-        """A hub in no open batch: never unlocked or written; RED, alert, station record."""
-        await self._deps.store.record_rejected(guid, self._rig.rig, self._config.slot, reason)
-        self._deps.on_rejected(guid, self._rig.rig, self._config.slot, reason)
-        _LOGGER.warning("%s: hub %s rejected: %s", self._label, guid, reason)
-        self._set(state=SlotState.REJECTED, stage=None, detail=reason)
+    async def _reject(self, guid: Guid, reason: str, *, detail: str | None = None) -> None:
+        """A hub in no open batch, or one another station holds: never unlocked or written;
+        RED, alert, station record."""
+        rig, slot = self._rig.rig, self._config.slot
+        await self._deps.store.record_rejected(guid, rig, slot, reason, detail=detail)
+        self._deps.on_rejected(guid, rig, slot, reason)
+        shown = f"{reason}: {detail}" if detail else reason
+        _LOGGER.warning("%s: hub %s rejected: %s", self._label, guid, shown)
+        self._set(state=SlotState.REJECTED, stage=None, detail=shown)
         await self._led(LedColour.RED)
 
     async def _begin(self, batch_id: str, guid: Guid, identity: HubIdentity | None = None) -> int:

@@ -29,21 +29,34 @@ from jigd.config import RetryConfig
 from jigd.events import GuidResult
 from jigd.flash import FlashError, FlashSuccess, outcome_of
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
-from jigd.store import INTERRUPTED_CODE, AttemptRecord, GuidBusyError, Store, StoreError
+from jigd.store import (
+    INTERRUPTED_CODE,
+    AttemptRecord,
+    BatchRef,
+    GuidBusyElsewhereError,
+    GuidBusyError,
+    GuidState,
+    GuidStatus,
+    Store,
+    StoreError,
+)
 
 __all__ = [
     "LEFT_UNLOCKED",
+    "NO_ANSWER",
     "STOPPING_REASON",
     "AttemptBudget",
     "SlotAttempts",
     "WorkInterruptedError",
     "furthest",
+    "held_elsewhere",
     "spent_cause",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
 STOPPING_REASON: Final = "jigd stopping"
+NO_ANSWER: Final = "no_answer"  # failure code: a hub interrupted mid-flash never answered again
 # How a failed hub that could not be locked again is flagged (slot detail, failure detail).
 LEFT_UNLOCKED: Final = "hub left unlocked (it could not be locked again after the failure)"
 _STAGE_ORDER: Final = {stage: index for index, stage in enumerate(Stage)}
@@ -93,6 +106,15 @@ def spent_cause(history: Sequence[AttemptRecord], budget: AttemptBudget) -> tupl
     return cause.stage_reached or Stage.IDENTIFY, cause.error_code or INTERRUPTED_CODE, detail
 
 
+def held_elsewhere(ref: BatchRef, station: str) -> GuidBusyElsewhereError | None:
+    """Why a slot of `station` must not touch the hub of `ref`: another station of the site
+    holds its GUID (has an attempt open on it, docs/architecture.md, "Site"); else None."""
+    holder = ref.station
+    if ref.status is GuidStatus.IN_PROGRESS and holder and holder != station:
+        return GuidBusyElsewhereError(ref.batch_id, ref.guid, holder)
+    return None
+
+
 class SlotAttempts:
     """The store's side of one slot's work on its hubs' GUIDs."""
 
@@ -101,6 +123,19 @@ class SlotAttempts:
         self._rig = rig
         self._slot = slot
         self._label = label
+
+    async def no_answer(self, state: GuidState, attempt: int, detail: str) -> FlashError:
+        """Close `attempt` as failed at identify with code `no_answer` (a hub interrupted
+        mid-flash that never answered again, `detail` says what was seen); that failure."""
+        await self._store.end_attempt(
+            state.batch_id,
+            state.guid,
+            attempt,
+            stage=Stage.IDENTIFY,
+            error_code=NO_ANSWER,
+            error_detail=detail,
+        )
+        return FlashError(Stage.IDENTIFY, NO_ANSWER, detail, retryable=False)
 
     async def budget(self, batch_id: str, guid: Guid, retries: RetryConfig) -> AttemptBudget:
         made = (await self._store.guid_state(batch_id, guid)).attempts

@@ -12,6 +12,9 @@ an entry whose image fails is never flashed and is alerted (`catalog_entry_rejec
 entry whose image fails a flash (`image_fault`), until the next reload (docs/architecture.md,
 "Firmware catalog").
 
+While the store cannot be reached, the slots start no new hub and their store calls wait for it
+(jigd.store_outage: `store_watch` says whether it is up, its probe sees it back).
+
 To stop without harming a hub, `drain()` first (jigd.slot: hubs in the activation sequence
 finish, other attempts are interrupted resumable), then cancel `run()`.
 """
@@ -35,6 +38,7 @@ from firmware_catalog import Catalog, Untrusted
 from jigd.config import StationConfig
 from jigd.events import AlertKind, BatchStatus, GuidResult, LinkStats, SlotStatus
 from jigd.flash import FlashError
+from jigd.heartbeat import beat_every, slots_json
 from jigd.looplag import LoopLagMonitor
 from jigd.model import DeviceModel, Guid, Outcome, SlotState, Stage
 from jigd.rig import RigSupervisor
@@ -44,7 +48,9 @@ from jigd.slot import SlotDeps, SlotWorker
 from jigd.slot_service import SlotServices
 from jigd.slot_yield import SlotYieldWatch, Suspicion
 from jigd.startup import StartupError
-from jigd.store import SelftestRun, SlotService, Store, StoreError, open_store
+from jigd.store import SelftestRun, SlotService, Store, StoreError, open_store, shown_url
+from jigd.store_outage import GuardedStore, StoreWatch
+from jigd.views import slot_view
 
 __all__ = ["HubTimes", "Station", "StationObserver"]
 
@@ -71,6 +77,8 @@ class StationObserver:
     on_selftest: Callable[[SelftestRun], None] = lambda run: None
     # A slot became suspect (the yield watch, jigd.slot_yield) or recovered.
     on_slot_suspect: Callable[[Suspicion], None] = lambda suspicion: None
+    # The store became unreachable (False) or reachable again (True): jigd.store_outage.
+    on_store: Callable[[bool], None] = lambda up: None
 
 
 @dataclass
@@ -117,7 +125,9 @@ class Station:
         self._driver = driver
         self._master_keys = master_keys
         self._observers = observers or []
-        self._store: Store | None = None
+        self._store: Store | None = None  # the store as everyone but the slots sees it
+        self._slot_store: Store | None = None  # as the slots see it: calls wait while it is down
+        self.store_watch = StoreWatch(shown_url(config.store_url), self._store_changed)
         self._catalog: Catalog | None = None
         self.rigs: list[RigSupervisor] = []
         self.throughput = _Throughput()
@@ -209,11 +219,12 @@ class Station:
     async def _booted(self, sha256: str) -> bool:
         """Whether a hub was reflashed with the image `sha256`: in this run, or in an open batch
         (so a restart does not forget it)."""
+        store = self._slot_store or self.store  # a slot asks: it waits while the store is down
         if sha256 not in self._booted_images:
-            for batch in await self.store.list_batches(BatchStatus.OPEN):
+            for batch in await store.list_batches(BatchStatus.OPEN):
                 self._booted_images.update(
                     state.image_sha256
-                    for state in await self.store.batch_results(batch.batch_id)
+                    for state in await store.batch_results(batch.batch_id)
                     if state.outcome is Outcome.REFLASHED and state.image_sha256 is not None
                 )
         return sha256 in self._booted_images
@@ -260,6 +271,14 @@ class Station:
     def slots(self) -> list[SlotStatus]:
         return [w.status for rig in self.rigs for w in rig.workers.values()]
 
+    def _slots_json(self) -> str:
+        """The slots as the control API shows them, for the heartbeat (jigd.heartbeat)."""
+        return slots_json(
+            slot_view(w.status, self.disabled(rig.rig, s), self.slot_yield.suspect(rig.rig, s))
+            for rig in self.rigs
+            for s, w in rig.workers.items()
+        )
+
     @property
     def draining(self) -> bool:
         return self._draining
@@ -273,6 +292,7 @@ class Station:
         what is still running then is cut, and resumes the same way.
         """
         self._draining = True
+        self.store_watch.drain()  # slots waiting for the store to start a hub start none
         workers = [w for rig in self.rigs for w in rig.workers.values()]
         finishing = [w.label for w in workers if w.finishing]
         _LOGGER.info(
@@ -306,9 +326,10 @@ class Station:
         """Run until cancelled."""
         config = self.config
         async with AsyncExitStack() as stack:
-            store = await open_store(config.store_url)
+            store = await open_store(config.store_url, station=config.station)
             stack.push_async_callback(store.close)
-            self._store = store
+            self._store = GuardedStore(store, self.store_watch, retry=False)
+            self._slot_store = GuardedStore(store, self.store_watch, retry=True)
             interrupted = await store.recover_interrupted()
             if interrupted:
                 _LOGGER.warning("%d hub(s) were mid-flash and will resume", len(interrupted))
@@ -323,7 +344,7 @@ class Station:
             driver = self._driver or slot_drivers(config)
             self._slot_driver = driver
             deps = SlotDeps(
-                store=store,
+                store=self._slot_store,
                 catalog=lambda: self.catalog,
                 master_keys=master_keys,
                 driver=driver,
@@ -338,6 +359,7 @@ class Station:
                 on_link_stats=self._link_stats,
                 on_image_fault=self.image_fault,
                 expected_s=self.hub_times.expected_s,
+                store_waited=self.store_watch.waited,
             )
             self.rigs = [
                 RigSupervisor(
@@ -348,13 +370,15 @@ class Station:
                 )
                 for rig in config.rigs
             ]
-            self._services = SlotServices(store, self.rigs, self._service_changed)
+            self._services = SlotServices(self.store, self.rigs, self._service_changed)
             await self._services.load()
             if config.selftest.at_start:
                 for worker in (w for rig in self.rigs for w in rig.workers.values()):
                     worker.hold(True)  # until the rig's self-test (_selftest_at_start)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.loop_lag.run(), name="loop-lag")
+                tasks.create_task(self.store_watch.probe(store), name="store-probe")
+                tasks.create_task(beat_every(self.store, self._slots_json), name="heartbeat")
                 for rig in self.rigs:
                     tasks.create_task(rig.run(), name=f"rig{rig.rig}")
                     for worker in rig.workers.values():
@@ -373,7 +397,12 @@ class Station:
                 if on_ready is not None:
                     on_ready()
                 # Run until cancelled, even with no rigs configured (the API still serves).
-                await asyncio.get_running_loop().create_future()
+                try:
+                    await asyncio.get_running_loop().create_future()
+                finally:
+                    # Stopping: a slot's write waiting for the store gives up; its attempt, left
+                    # open in the store, is recovered as interrupted at the next start.
+                    self.store_watch.close()
 
     def busy_slots(self) -> int:
         return sum(1 for s in self.slots() if s.state is SlotState.BUSY)
@@ -383,6 +412,10 @@ class Station:
     def _slot_changed(self, status: SlotStatus) -> None:
         for observer in self._observers:
             observer.on_slot(status)
+
+    def _store_changed(self, up: bool) -> None:
+        for observer in self._observers:
+            observer.on_store(up)
 
     def _rig_changed(self, rig: int, up: bool) -> None:
         if up:

@@ -28,7 +28,9 @@ def _migrate(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     async def run() -> int:
-        async with await open_store(config.store_url) as store:  # opening migrates
+        async with await open_store(
+            config.store_url, station=config.station
+        ) as store:  # opening migrates
             return await store.schema_version()
 
     try:
@@ -61,7 +63,7 @@ def _purge(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     async def run() -> PurgeCounts:
-        async with await open_store(config.store_url) as store:
+        async with await open_store(config.store_url, station=config.station) as store:
             return await purge(store, config.retention, dry_run=args.dry_run)
 
     try:

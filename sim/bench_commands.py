@@ -1,9 +1,10 @@
-"""The `jigsim image` and `jigsim reinsert` subcommands: what a person trying jigd by hand on the
-simulator needs besides `jigsim serve` (the README's technician tour).
+"""The `jigsim image`, `jigsim reinsert` and `jigsim move` subcommands: what a person trying jigd
+by hand on the simulator needs besides `jigsim serve` (the README's technician tour).
 
 `image` writes the signed image a simulated hub of that Device Model and Firmware Version runs
 (byte for byte: the same seed, keys and size as `jigsim serve`), so a catalog made from it finds
-those hubs `already_current`. `reinsert` tells a running `jigsim serve` to put hubs back.
+those hubs `already_current`. `reinsert` tells a running `jigsim serve` to put hubs back;
+`move` has its operator take hubs to another bench (`sim.move`).
 Exit codes: 0 success, 1 operational failure, 2 bad input (one `error:` line naming it).
 """
 
@@ -98,18 +99,13 @@ def add_image_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
 
 
 def _reinsert(args: argparse.Namespace) -> int:
-    from sim.reinsert import guids_in, request_reinsert
+    from sim.reinsert import request_reinsert
 
-    guids: list[Guid] = []
-    for text in args.guids:
-        if text == "-":
-            guids += guids_in(sys.stdin)
-            continue
-        try:
-            guids.append(Guid.parse(text))
-        except IdentifierError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+    try:
+        guids = _guids(args.guids)
+    except IdentifierError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if not guids:
         print("jigsim reinsert: no GUID given, nothing to re-insert", file=sys.stderr)
         return EXIT_OK
@@ -146,7 +142,69 @@ def add_reinsert_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=_reinsert)
 
 
+def _guids(texts: list[str]) -> list[Guid]:
+    """GUIDs given on the command line; `-` reads them from standard input (IdentifierError)."""
+    from sim.reinsert import guids_in
+
+    guids: list[Guid] = []
+    for text in texts:
+        guids += guids_in(sys.stdin) if text == "-" else [Guid.parse(text)]
+    return guids
+
+
+def _move(args: argparse.Namespace) -> int:
+    from sim.move import MoveError, request_move
+
+    try:
+        guids = _guids(args.guids)
+    except IdentifierError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not guids:
+        print("jigsim move: no GUID given, nothing to move", file=sys.stderr)
+        return EXIT_OK
+    try:
+        request_move(args.source, args.destination, guids)
+    except (FileNotFoundError, MoveError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"error: {args.source}: cannot write the request: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    for guid in guids:
+        print(f"move {guid} to {args.destination}")
+    return EXIT_OK
+
+
+def add_move_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "move",
+        help="tell a running `jigsim serve` to take hubs to another bench",
+        description="The simulated operator of `jigsim serve --dir FROM` takes these hubs (out "
+        "of their slot whatever the LED, or off the pallet or the pulled pile) and carries "
+        "them, whole (flash, lock, an unfinished upload its model keeps), to the bench of "
+        "`jigsim serve --dir TO`, whose operator puts them on top of its pallet. From then on "
+        "they are in TO's ground truth; FROM's lists them as moved.",
+    )
+    parser.add_argument(
+        "--from", dest="source", type=Path, required=True, metavar="FROM",
+        help="the `jigsim serve --dir` the hubs are on",
+    )  # fmt: skip
+    parser.add_argument(
+        "--to", dest="destination", type=Path, required=True, metavar="TO",
+        help="the `jigsim serve --dir` to take them to",
+    )  # fmt: skip
+    parser.add_argument(
+        "guids",
+        nargs="+",
+        metavar="GUID",
+        help="hubs to move; `-` reads them from standard input, the first GUID on each line",
+    )
+    parser.set_defaults(func=_move)
+
+
 def add_bench_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
-    """image, reinsert."""
+    """image, reinsert, move."""
     add_image_parser(commands)
     add_reinsert_parser(commands)
+    add_move_parser(commands)

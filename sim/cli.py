@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_keys_parser(commands)
     add_sim_parsers(commands)  # bound, pallet, serve, usb (sim/commands.py)
-    add_bench_parsers(commands)  # image, reinsert (sim/bench_commands.py)
+    add_bench_parsers(commands)  # image, reinsert, move (sim/bench_commands.py)
     return parser
 
 

@@ -5,6 +5,11 @@ pulling one out) takes `handling_s`. A hub is pulled when its slot's LED turns G
 RED (failed or rejected) after it went in; hubs with any other LED are left in place. Told to
 re-insert hubs (`reinsert`: a hub set aside before its batch was imported), the operator puts
 them back on top of the pallet, next to go into a free slot.
+
+Told to move hubs to another bench (`move_out`, `sim.move`), the operator takes each one, as
+the next action: out of its slot whatever its LED (the slot's controller says EVT REMOVE), or off
+the pallet or the pulled pile, and hands it over; a hub brought from another bench (`move_in`)
+goes on top of the pallet.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -27,6 +32,9 @@ _LOGGER = logging.getLogger(__name__)
 DEFAULT_HANDLING_S: Final = 1.0
 IDLE_RECHECK_S: Final = 0.5  # look at the LEDs again at least this often
 _FINISHED: Final = frozenset({LedColour.GREEN, LedColour.RED})
+
+# What the operator does with a hub taken to another bench (`jigsim serve`: write it there).
+Handover = Callable[[SlotHub], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,7 @@ class Operator:
         self.placed: dict[SlotHub, Placement] = {}
         self.removed: list[SlotHub] = []
         self._wanted: set[str] = set()  # GUIDs to put back once they are pulled
+        self._moves: deque[tuple[str, Handover]] = deque()  # GUIDs to take to another bench
         # Called after each insert and pull (`jigsim serve` saves where the hubs are).
         self.on_change: Callable[[], None] | None = None
         self._changed = asyncio.Event()
@@ -107,11 +116,58 @@ class Operator:
         self._changed.set()
         return unknown[::-1]
 
+    def move_out(self, guids: Iterable[Guid], handover: Handover) -> None:
+        """Take these hubs to another bench, one action each, before anything else: from their
+        slot (whatever the LED), the pallet or the pulled pile; `handover` gets each hub. A
+        GUID not on this bench is logged and skipped when its turn comes."""
+        self._moves.extend((str(guid), handover) for guid in guids)
+        self._changed.set()
+
+    def move_in(self, hub: SlotHub) -> None:
+        """A hub brought from another bench goes on top of the pallet."""
+        self.pallet.appendleft(hub)
+        _LOGGER.info("operator: %s brought from another bench, on top of the pallet", hub.name)
+        self._saved()
+        self._changed.set()
+
+    async def _move_one(self) -> None:
+        guid, handover = self._moves.popleft()
+        self._wanted.discard(guid)
+        hub = await self._take(guid)
+        if hub is None:
+            _LOGGER.warning("operator: %s is not on this bench; not moved", guid)
+            return
+        await handover(hub)
+        self._saved()
+
+    async def _take(self, guid: str) -> SlotHub | None:
+        """Take the hub out of its slot, off the pallet or off the pulled pile."""
+        for hub, placement in list(self.placed.items()):
+            if str(hub.guid) == guid:
+                await asyncio.sleep(self.handling_s)
+                del self.placed[hub]
+                if placement.slot.hub is hub:
+                    await placement.rig.remove(placement.slot.number)
+                _LOGGER.info(
+                    "operator: pulled %s (%s) from %s to move it",
+                    hub.name,
+                    placement.slot.led,
+                    placement.slot.name,
+                )
+                return hub
+        for pile in (self.pallet, self.removed):
+            for hub in pile:
+                if str(hub.guid) == guid:
+                    await asyncio.sleep(self.handling_s)
+                    pile.remove(hub)
+                    return hub
+        return None
+
     async def run(self, *, forever: bool = False) -> None:
         """Work until `done` (which may be never, if a slot's LED never finishes); with
         `forever`, go on waiting for hubs to re-insert until cancelled."""
         try:
-            while forever or not self.done:
+            while forever or not self.done or self._moves:
                 self._changed.clear()
                 if await self._act():
                     continue
@@ -127,7 +183,11 @@ class Operator:
                     rig.listeners.remove(self._changed.set)
 
     async def _act(self) -> bool:
-        """Do the next action, if any: pulling a finished hub comes before inserting one."""
+        """Do the next action, if any: a move comes first, then pulling a finished hub, then
+        inserting one."""
+        if self._moves:
+            await self._move_one()
+            return True
         for hub, placement in list(self.placed.items()):
             slot = placement.slot
             if (

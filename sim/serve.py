@@ -13,7 +13,9 @@ boot step (`sim.bootloader`) at each power-on and reset; its ground truth is rea
 
 `jigsim reinsert --dir <dir> GUID...` asks the operator to put pulled hubs back (a hub rejected
 before its batch was imported): the request files it leaves in `<dir>/reinsert/`
-(`sim.reinsert`) are read every REINSERT_POLL_S.
+(`sim.reinsert`) are read every REINSERT_POLL_S. `jigsim move --from <dir> --to OTHER GUID...`
+has the operator take hubs to another bench, whose own `jigsim serve` puts them on its pallet
+(`sim.move`, `sim.move_desk`).
 
 Ground truth (every hub of the pallet: in a slot, pulled out, or never inserted) is written as
 JSON on exit and on SIGUSR1, atomically (a temporary file renamed over the old one):
@@ -23,7 +25,10 @@ JSON on exit and on SIGUSR1, atomically (a temporary file renamed over the old o
                "active_sha256": "...", "confirmed": true, "locked": true, "bricked": false,
                "pending": false, "secondary_sha256": "...", "swap_in_progress": false,
                "state": "running", "faults": [], "listed": true,
-               "where": "slot" | "removed" | "pallet", "rig": 1, "slot": 3}],
+               "where": "slot" | "removed" | "pallet", "rig": 1, "slot": 3,
+               "moved_from": "/abs/other/bench"},      (a hub brought from another bench)
+              {"guid": "00-DB-...", "where": "moved", "to": "/abs/other/bench",
+               "listed": true}],                        (a hub taken there: its truth is there)
      "missing": ["00-DB-..."]}
 """
 
@@ -58,6 +63,7 @@ from sim.harness import image_key_of
 from sim.hub import SimHub
 from sim.image_check import inspect_image
 from sim.images import MASTER_KEYS_FILE, ManufacturerKeys, make_manufacturer_keys, make_signed_image
+from sim.move_desk import MoveDesk
 from sim.operator import DEFAULT_HANDLING_S, Operator
 from sim.pallet import Pallet
 from sim.reinsert import take_requests
@@ -308,9 +314,14 @@ def build_exe_hubs(
 
 
 def ground_truth(
-    pallet: Pallet, hubs: Sequence[SlotHub], station: Station, operator: Operator | None
+    pallet: Pallet,
+    hubs: Sequence[SlotHub],
+    station: Station,
+    operator: Operator | None,
+    desk: MoveDesk | None = None,
 ) -> dict[str, object]:
-    """Each pallet hub's real state and where it is."""
+    """Each hub's real state and where it is: the bench's hubs (`hubs`), and with `desk` those
+    taken to other benches."""
     where: dict[int, dict[str, object]] = {}
     for rig, slot in station.slots():
         if slot.hub is not None:
@@ -321,11 +332,17 @@ def ground_truth(
     entries = [
         {
             **hub.truth(),
-            "listed": listed.get(hub.guid, False),
+            **(
+                desk.truth_of(str(hub.guid))
+                if desk is not None
+                else {"listed": listed.get(hub.guid, False)}
+            ),
             **where.get(id(hub), {"where": "pallet"}),
         }
         for hub in sorted(hubs, key=lambda h: h.guid)
     ]
+    if desk is not None:
+        entries += desk.moved_entries()
     truth: dict[str, object] = {
         "schema": GROUND_TRUTH_SCHEMA,
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -514,15 +531,17 @@ async def _new_hubs(
 
 
 def _keep_state(
-    state: ServeState, saved: SavedServe | None, operator: Operator, hubs: Sequence[SlotHub]
+    state: ServeState, saved: SavedServe | None, operator: Operator, desk: MoveDesk
 ) -> None:
     """Put the saved bench back, if any (hubs in their slots, pulled hubs on the removed
     pile), and save the hubs' flash and the operator's moves from now on."""
     if saved is not None:
-        _resume(state, saved, operator, hubs)
-    state.watch(hubs)
-    operator.on_change = functools.partial(_save_serve, state, operator)
-    _save_serve(state, operator)
+        _resume(state, saved, operator, desk.hubs)
+    state.watch(desk.hubs)
+    desk.operator = operator
+    desk.save = functools.partial(_save_serve, state, operator, desk)
+    operator.on_change = desk.save
+    desk.save()
 
 
 def _resume(
@@ -543,18 +562,21 @@ def _resume(
     )
 
 
-def _save_serve(state: ServeState, operator: Operator) -> None:
+def _save_serve(state: ServeState, operator: Operator, desk: MoveDesk) -> None:
     state.save_serve(
         [(str(hub.guid), p.rig.number, p.slot.number) for hub, p in operator.placed.items()],
         operator.removed,
+        desk.moved_out,
     )
 
 
-async def _operate(operator: Operator, directory: Path) -> None:
-    """The operator at work, and taking `jigsim reinsert` requests, until cancelled."""
+async def _operate(operator: Operator, directory: Path, desk: MoveDesk) -> None:
+    """The operator at work, taking `jigsim reinsert` and `jigsim move` requests, until
+    cancelled."""
     async with asyncio.TaskGroup() as group:
         group.create_task(operator.run(forever=True), name="operator")
         group.create_task(_take_reinserts(operator, directory), name="re-insert requests")
+        group.create_task(desk.run(), name="moves")
 
 
 async def _take_reinserts(operator: Operator, directory: Path) -> None:
@@ -568,16 +590,46 @@ async def _take_reinserts(operator: Operator, directory: Path) -> None:
         await asyncio.sleep(REINSERT_POLL_S)
 
 
+def _pallet_keys(options: ServeOptions, pallet: Pallet) -> dict[int, ManufacturerKeys]:
+    manufacturers = {h.model.manufacturer for h in pallet.hubs}
+    if options.keys_dir is not None:
+        return load_keys(options.keys_dir, manufacturers)
+    return {m: make_manufacturer_keys(m, options.seed) for m in manufacturers}
+
+
+def _desk(
+    options: ServeOptions, pallet: Pallet, keys: dict[int, ManufacturerKeys], state: ServeState
+) -> MoveDesk:
+    """The bench's side of moves; a hub brought in of a manufacturer not on the pallet takes
+    its keys from `--keys` (or the seed), as the pallet's hubs do."""
+
+    def keys_for(manufacturer: int) -> ManufacturerKeys:
+        if manufacturer not in keys:
+            keys[manufacturer] = (
+                load_keys(options.keys_dir, {manufacturer})[manufacturer]
+                if options.keys_dir is not None
+                else make_manufacturer_keys(manufacturer, options.seed)
+            )
+        return keys[manufacturer]
+
+    return MoveDesk(
+        options.directory,
+        state,
+        pallet,
+        keys_for=keys_for,
+        timing_for=options.timings.for_model,
+        framing=options.framing,
+    )
+
+
 async def serve(options: ServeOptions) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
     pallet = _apply_profile(options.pallet, options.fault_profile)
-    manufacturers = {h.model.manufacturer for h in pallet.hubs}
-    if options.keys_dir is not None:
-        keys = load_keys(options.keys_dir, manufacturers)
-    else:
-        keys = {m: make_manufacturer_keys(m, options.seed) for m in manufacturers}
+    keys = _pallet_keys(options, pallet)
     state = ServeState(options.directory, pallet)
     hubs, saved = await _build(options, pallet, keys, state)
+    desk = _desk(options, pallet, keys, state)
+    await asyncio.to_thread(desk.resume, hubs, saved.moved_out if saved else {})
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     bus = _usb_bus(options)
@@ -586,7 +638,8 @@ async def serve(options: ServeOptions) -> int:
     def write_truth() -> None:
         if options.ground_truth is None:
             return
-        write_json_atomically(options.ground_truth, ground_truth(pallet, hubs, station, operator))
+        truth = ground_truth(pallet, desk.hubs, station, operator, desk)
+        write_json_atomically(options.ground_truth, truth)
         _LOGGER.info("ground truth written to %s", options.ground_truth)
 
     outages: set[asyncio.Task[None]] = set()
@@ -611,14 +664,14 @@ async def serve(options: ServeOptions) -> int:
     }
     for signum, handler in handlers.items():
         loop.add_signal_handler(signum, handler)
-    operator = Operator(station.rigs, hubs, handling_s=options.handling_s)
+    operator = Operator(station.rigs, desk.hubs, handling_s=options.handling_s)
     work: asyncio.Task[None] | None = None
     try:
         async with AsyncExitStack() as stack:
             await _start(stack, bus, station, options.directory)
-            _keep_state(state, saved, operator, hubs)
-            work = loop.create_task(_operate(operator, options.directory), name="operator")
-            _announce(options, len(hubs), bus, station)
+            _keep_state(state, saved, operator, desk)
+            work = loop.create_task(_operate(operator, options.directory, desk), name="operator")
+            _announce(options, len(desk.hubs), bus, station)
             await stop.wait()
             _LOGGER.info("stopping")
             work.cancel()

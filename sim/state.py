@@ -7,11 +7,15 @@ simulator killed with SIGKILL and started again with the same arguments resumes:
 
     <dir>/state/serve.json          {"schema": "jigsim.state/1", "seed": 7, "guids": [...],
                                      "slots": [{"guid": "00-DB-...", "rig": 1, "slot": 3}],
-                                     "removed": ["00-DB-..."]}
+                                     "removed": ["00-DB-..."],
+                                     "moved_out": {"00-DB-...": "/abs/other/bench"}}
     <dir>/state/hubs/<GUID>.json    a simulated hub's flash: {"primary": SHA, "secondary": SHA,
                                      "primary_confirmed", "pending", "revert_on_boot", "swap",
                                      "swap_steps_done", "unlocked", "bricked", "faults_fired"}
     <dir>/state/images/<SHA>.bin    each image a hub's slot ever held, by its sha256
+    <dir>/state/moved-in/<GUID>.json  a hub brought from another bench, as it arrived
+    <dir>/state/moved-out/*.json    a hub taken to another bench, until that bench has it
+                                    (`sim.move`: what the hubs moved take with them)
 
 Every file is written atomically (a temporary file, then a rename; no fsync: the state is to
 survive the simulator being killed, not the machine losing power). A hub's file is written
@@ -68,11 +72,14 @@ def _guid_key(hub: SlotHub) -> str:
 
 
 class SavedServe:
-    """What `serve.json` says: hubs in slots and hubs pulled out."""
+    """What `serve.json` says: hubs in slots, hubs pulled out, hubs moved to other benches."""
 
-    def __init__(self, slots: list[Placed], removed: list[str]) -> None:
+    def __init__(
+        self, slots: list[Placed], removed: list[str], moved_out: dict[str, str] | None = None
+    ) -> None:
         self.slots = slots
         self.removed = removed
+        self.moved_out = moved_out or {}
 
 
 class ServeState:
@@ -108,12 +115,13 @@ class ServeState:
         try:
             slots = [(str(s["guid"]), int(s["rig"]), int(s["slot"])) for s in raw["slots"]]
             removed = [str(g) for g in raw["removed"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"{path}: slots/removed: malformed ({exc!r})") from None
+            moved_out = {str(g): str(to) for g, to in raw.get("moved_out", {}).items()}
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"{path}: slots/removed/moved_out: malformed ({exc!r})") from None
         for hub in hubs:
             if isinstance(hub, SimHub):
-                self._load_hub(hub)
-        return SavedServe(slots, removed)
+                self.load_hub(hub)
+        return SavedServe(slots, removed, moved_out)
 
     def _read_json(self, path: Path) -> dict[str, Any]:
         try:
@@ -141,7 +149,8 @@ class ServeState:
             self._images_saved.add(sha)
         return cache[sha]
 
-    def _load_hub(self, hub: SimHub, cache: dict[str, FlashImage] | None = None) -> None:
+    def load_hub(self, hub: SimHub, cache: dict[str, FlashImage] | None = None) -> None:
+        """Lay the flash saved for this hub, if any, over it."""
         path = self.root / "hubs" / f"{_guid_key(hub)}.json"
         if not path.is_file():
             return  # never changed since the pallet was made
@@ -217,14 +226,21 @@ class ServeState:
         write_atomically(path, json.dumps(record).encode(), fsync=False)
         self.writes += 1
 
-    def save_serve(self, slots: Iterable[Placed], removed: Iterable[SlotHub]) -> None:
-        """Write `serve.json`: which hub is in which slot, which were pulled out."""
+    def save_serve(
+        self,
+        slots: Iterable[Placed],
+        removed: Iterable[SlotHub],
+        moved_out: dict[str, str] | None = None,
+    ) -> None:
+        """Write `serve.json`: which hub is in which slot, which were pulled out, which were
+        taken to which other bench."""
         document = {
             "schema": STATE_SCHEMA,
             "seed": self._pallet.seed,
             "guids": self._guids(),
             "slots": [{"guid": g, "rig": r, "slot": s} for g, r, s in slots],
             "removed": [str(h.guid) for h in removed],
+            "moved_out": dict(moved_out or {}),
         }
         write_atomically(
             self.root / SERVE_FILE, json.dumps(document, indent=1).encode(), fsync=False

@@ -28,14 +28,20 @@ the `reflashed` set, `fault-analysis.csv` exactly the `failed` set (a failed hub
 `locked=yes` really is), GUIDs missing from the pallet are `not_received`, and every unlisted hub
 was rejected and left untouched.
 
+With `--stations N` (N > 1) the demo is a site: N simulators and N daemons on one PostgreSQL
+store (`--store URL`, or a throwaway cluster of its own, `pgcluster`) and one batch, the pallet
+split over the N benches, the books checked against every bench's ground truth (`site`).
+
 Modules: `workdir` (options, paths, keys, catalog, pallet, the daemon's config), `process` (the
-child processes, asyncio), `run` (a run from start to books), `books` (the check at the end).
+child processes, asyncio), `run` (a run from start to books), `site` (a run of N stations),
+`books` (the check at the end), `pgcluster` (a throwaway PostgreSQL cluster).
 The live view and the report writing are `jigctl`'s (jigd.liveview, `ControlClient.save_report`).
 """
 
 from jigd.demo.books import check_books
 from jigd.demo.process import Process, daemon_process, sim_process, wait_for_paths
 from jigd.demo.run import DemoRun, run_demo, stop_on_signal
+from jigd.demo.site import SiteRun, StationRun, run_site
 from jigd.demo.workdir import DemoOptions, Paths, demo_config, demo_options_from, prepare
 
 __all__ = [
@@ -43,12 +49,15 @@ __all__ = [
     "DemoRun",
     "Paths",
     "Process",
+    "SiteRun",
+    "StationRun",
     "check_books",
     "daemon_process",
     "demo_config",
     "demo_options_from",
     "prepare",
     "run_demo",
+    "run_site",
     "sim_process",
     "stop_on_signal",
     "wait_for_paths",

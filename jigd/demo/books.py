@@ -1,17 +1,20 @@
 """Whether the books balance: the demo's reports against the pallet and the simulator's ground
-truth (what every simulated hub really runs)."""
+truth (what every simulated hub really runs). With several stations (`jigd.demo.site`) the truth
+is the union of every bench's: a hub moved between benches counts where it ended, and every hub
+of the pallet must be on exactly one bench."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from jigd.demo.workdir import Paths
 from sim.pallet import Pallet
 
-__all__ = ["check_books"]
+__all__ = ["check_books", "verdict"]
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -19,19 +22,23 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def check_books(paths: Paths, pallet: Pallet) -> list[str]:
-    """Compare the reports with the pallet and the simulator's ground truth; list what differs."""
+def check_books(paths: Paths, pallet: Pallet, truths: Sequence[Path] | None = None) -> list[str]:
+    """Compare the reports under `paths` with the pallet and the ground truth (`truths`: every
+    bench's file; default `paths.ground_truth`); list what differs."""
     try:
         summary = json.loads((paths.reports / "summary.json").read_text(encoding="utf-8"))
         results = _read_csv(paths.reports / "results.csv")
         smi = _read_csv(paths.reports / "smi-update.csv")
         faults = _read_csv(paths.reports / "fault-analysis.csv")
-        truth = json.loads(paths.ground_truth.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        benches = [
+            json.loads(path.read_text(encoding="utf-8"))["hubs"]
+            for path in (truths or [paths.ground_truth])
+        ]
+    except (OSError, ValueError, KeyError) as exc:
         return [f"cannot read the reports or the ground truth: {exc}"]
-    hubs: dict[str, dict[str, Any]] = {h["guid"]: h for h in truth["hubs"]}
+    hubs, problems = _union(benches, pallet)
     manifest = {str(row.guid) for row in pallet.manifest()}
-    problems = _one_outcome_each(manifest, results)
+    problems += _one_outcome_each(manifest, results)
     rows = {row["guid"]: row for row in results}
     for guid, row in rows.items():
         problems += _agrees_with_truth(guid, row, hubs.get(guid))
@@ -65,6 +72,29 @@ def check_books(paths: Paths, pallet: Pallet) -> list[str]:
                 str(hub.guid), str(hub.firmware_version), hubs.get(str(hub.guid))
             )
     return problems
+
+
+def _union(
+    benches: list[list[dict[str, Any]]], pallet: Pallet
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every hub where it is (a moved hub where it ended); a pallet hub on no bench, or on two,
+    is a problem. One bench's truth is taken as it is."""
+    hubs: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for entries in benches:
+        for hub in entries:
+            if hub.get("where") == "moved":
+                continue
+            if hub["guid"] in hubs:
+                problems.append(f"{hub['guid']}: on two benches at once")
+            hubs[hub["guid"]] = hub
+    if len(benches) > 1:
+        problems += [
+            f"{hub.guid}: on no bench (moved, and never arrived?)"
+            for hub in pallet.hubs
+            if str(hub.guid) not in hubs
+        ]
+    return hubs, problems
 
 
 def _one_outcome_each(manifest: set[str], results: list[dict[str, str]]) -> list[str]:
@@ -112,3 +142,15 @@ def _untouched(guid: str, version: str, hub: dict[str, Any] | None) -> list[str]
     if hub["active_version"] != version or not hub["locked"] or hub["secondary_sha256"]:
         return [f"{guid}: unlisted (rejected) hub was touched: {hub}"]
     return []
+
+
+def verdict(problems: list[str], show: Callable[[str], None], balanced: str) -> int:
+    """Say whether the books balance (`balanced`: what that means here): 0, or 1 with the first
+    50 problems."""
+    if problems:
+        show(f"jigd demo: the books do NOT balance ({len(problems)} problem(s)):")
+        for problem in problems[:50]:
+            show(f"  {problem}")
+        return 1
+    show(f"jigd demo: the books balance: {balanced}")
+    return 0

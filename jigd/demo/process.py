@@ -84,7 +84,8 @@ class Process:
             await self.proc.wait()
 
 
-def sim_process(options: DemoOptions, paths: Paths) -> Process:
+def sim_process(options: DemoOptions, paths: Paths, keys: Path | None = None) -> Process:
+    """`jigsim serve` for the bench under `paths` (keys from `keys`, default `paths.keys`)."""
     argv = [
         sys.executable, "-m", "sim.cli", "serve",
         "--dir", str(paths.sim),
@@ -94,7 +95,7 @@ def sim_process(options: DemoOptions, paths: Paths) -> Process:
         "--faults", options.hub_faults,
         "--seed", str(options.seed),
         "--ground-truth", str(paths.ground_truth),
-        "--keys", str(paths.keys),
+        "--keys", str(keys or paths.keys),
         "--image-size", str(options.image_size),
         "--framing", options.framing,
         "--handling-s", str(options.handling_s),

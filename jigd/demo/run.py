@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from jigd import control_api as api
 from jigd.ctl import ControlClient, ControlError
-from jigd.demo.books import check_books
+from jigd.demo.books import check_books, verdict
 from jigd.demo.process import (
     START_TIMEOUT_S,
     Process,
@@ -173,13 +173,7 @@ async def run_demo(
         show(f"jigd demo: the daemon exited with {daemon_rc}; see {run.daemon.log}")
     problems = await asyncio.to_thread(check_books, paths, pallet)
     show(f"jigd demo: reports in {paths.reports}, ground truth in {paths.ground_truth}")
-    if problems:
-        show(f"jigd demo: the books do NOT balance ({len(problems)} problem(s)):")
-        for problem in problems[:50]:
-            show(f"  {problem}")
-        return 1
-    show("jigd demo: the books balance: every GUID accounted for, ground truth agrees")
-    return 0
+    return verdict(problems, show, "every GUID accounted for, ground truth agrees")
 
 
 async def _import_batch(run: DemoRun, show: Callable[[str], None]) -> None:

@@ -35,11 +35,13 @@ from sim.serve import USB_SOCKET_FILE, usb_rigs_for
 from sim.usb_device import SIM_USB_PRODUCT_ID, SIM_USB_VENDOR_ID
 
 __all__ = [
+    "STATION",
     "DemoOptions",
     "Paths",
     "demo_config",
     "demo_options_from",
     "prepare",
+    "prepare_bench",
     "write_config",
     "write_token",
 ]
@@ -50,6 +52,7 @@ PREVIOUS: Final = FirmwareVersion(0x04000006)
 MAX_SLOTS_PER_RIG: Final = 8
 DEFAULT_IMAGE_SIZE: Final = 256 * 1024
 EXE_IMAGE_SIZE: Final = 64 * 1024  # --hub-exe: well inside the Zephyr hubs' slots
+STATION: Final = "demo"  # the demo's station name (one station; a site's are demo-1, demo-2, ...)
 WORN_SLOT: Final = "worn-slot"  # --faults: healthy hubs, one slot of the bench worn (sim.worn)
 
 
@@ -80,6 +83,8 @@ class DemoOptions:
     # Start the simulator before the import and import once this many of the batch's hubs were
     # rejected (`not_in_batch`); the demo then has the operator re-insert the set-aside hubs.
     load_early: int = 0
+    # Stations on one PostgreSQL store and one batch (jigd.demo.site); 1: one station, as ever.
+    stations: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.slots <= MAX_SLOTS_PER_RIG:
@@ -91,6 +96,8 @@ class DemoOptions:
             )
         if self.hub_exe is not None:
             _check_exe_options(self)
+        if self.stations > 1:
+            _check_site_options(self)
 
     @property
     def hub_faults(self) -> str:
@@ -129,6 +136,24 @@ def _check_exe_options(options: DemoOptions) -> None:
             f"--hub-exe: --image-size must be 1024 to {MAX_IMAGE_SIZE} (the Zephyr hubs' slot "
             "size less MCUboot's trailer)"
         )
+
+
+def _check_site_options(options: DemoOptions) -> None:
+    """Several stations share one PostgreSQL store; the options a site demo does not do."""
+    scheme = (options.store_url or "postgresql:").split(":", 1)[0]
+    if scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            f"--stations {options.stations}: the stations share one store, which must be "
+            "PostgreSQL (--store postgresql://...; without --store the demo starts its own)"
+        )
+    if options.load_early:
+        raise ValueError(
+            f"--load-early is for one station; drop it or --stations {options.stations}"
+        )
+    if options.hub_exe is not None:
+        raise ValueError(f"--hub-exe is for one station; drop it or --stations {options.stations}")
+    if options.hubs < options.stations:
+        raise ValueError(f"--hubs {options.hubs}: give each of the {options.stations} stations one")
 
 
 @dataclass
@@ -182,6 +207,16 @@ class Paths:
 
 def prepare(options: DemoOptions, paths: Paths) -> Pallet:
     """Keys, a catalog of freshly signed images, a pallet with its manifest, and a config."""
+    pallet = prepare_bench(options, paths)
+    if options.web_port is not None:
+        write_token(paths.web_token)
+    write_config(options, paths)
+    return pallet
+
+
+def prepare_bench(options: DemoOptions, paths: Paths) -> Pallet:
+    """Keys, a catalog of freshly signed images, a pallet with its manifest (under
+    `paths.root`, whatever was there before removed)."""
     for stale in ("catalog", "state", "run", "reports", "sim", "keys"):
         shutil.rmtree(paths.root / stale, ignore_errors=True)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -214,9 +249,6 @@ def prepare(options: DemoOptions, paths: Paths) -> Pallet:
         fault_profile=options.hub_faults,
     )
     write_pallet(pallet, paths.pallet, paths.manifest)
-    if options.web_port is not None:
-        write_token(paths.web_token)
-    write_config(options, paths)
     return pallet
 
 
@@ -228,9 +260,11 @@ def write_token(path: Path) -> None:
         file.write(secrets.token_urlsafe(32) + "\n")
 
 
-def write_config(options: DemoOptions, paths: Paths) -> StationConfig:
+def write_config(
+    options: DemoOptions, paths: Paths, *, station: str = STATION, shared: Paths | None = None
+) -> StationConfig:
     """Write the daemon's configuration to `paths.config`; the config it holds."""
-    config = demo_config(options, paths)
+    config = demo_config(options, paths, station=station, shared=shared)
     paths.config.write_text(
         config.to_toml("Written by `jigd demo`: a station driving simulated rigs."),
         encoding="utf-8",
@@ -256,9 +290,14 @@ def _slot(options: DemoOptions, sim: Path, rig: int, slot: int) -> SlotConfig:
     )
 
 
-def demo_config(options: DemoOptions, paths: Paths) -> StationConfig:
-    """The daemon's configuration: a station driving the simulator's rigs."""
+def demo_config(
+    options: DemoOptions, paths: Paths, *, station: str = STATION, shared: Paths | None = None
+) -> StationConfig:
+    """The daemon's configuration: a station driving the simulator's rigs. Its keys, catalog
+    and web token are under `shared` (the site's, when several stations share them), else
+    under `paths` with the rest."""
     where = Paths(paths.root.resolve())  # the daemon may run in another directory
+    common = Paths((shared or paths).root.resolve())
     sim = where.sim
     rigs = [
         RigConfig(
@@ -278,13 +317,15 @@ def demo_config(options: DemoOptions, paths: Paths) -> StationConfig:
     else:
         extra["store_path"] = where.store
     if options.web_port is not None:
-        extra["web"] = WebConfig(listen=f"127.0.0.1:{options.web_port}", token_file=where.web_token)
+        extra["web"] = WebConfig(
+            listen=f"127.0.0.1:{options.web_port}", token_file=common.web_token
+        )
     return StationConfig(
-        station="demo",
-        catalog_dir=where.catalog,
+        station=station,
+        catalog_dir=common.catalog,
         control_socket=where.socket,
         **extra,
-        secrets=SecretsConfig(master_keys_file=where.keys / "master-keys.toml"),
+        secrets=SecretsConfig(master_keys_file=common.keys / "master-keys.toml"),
         # The boot waits are the defaults' (docs/install.md, "Retries"): a dead hub's cost
         # shows as on a bench.
         timeouts=TimeoutConfig(
@@ -316,4 +357,5 @@ def demo_options_from(args: Any) -> DemoOptions:
         store_url=None if args.store is None else resolve_store_url(args.store, Path.cwd()),
         hub_exe=hub_exe,
         load_early=args.load_early,
+        stations=args.stations,
     )

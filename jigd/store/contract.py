@@ -37,6 +37,7 @@ from jigd.store.values import (
     SelftestRun,
     SetAsideHub,
     SlotService,
+    StationInfo,
 )
 
 __all__ = ["Clock", "Store", "utc_now"]
@@ -52,8 +53,19 @@ def utc_now() -> datetime:
 class Store(abc.ABC):
     """A station's durable books: batches, per-GUID state and attempts, journal, outbox.
 
-    Use as `async with await open_store(url) as store:`, or call `close()`.
+    Use as `async with await open_store(url, station=...) as store:`, or call `close()`.
+
+    One store may be shared by the stations of a site (docs/architecture.md, "Site"): batches,
+    GUID states, results and the journal are site-wide; what a store is opened for is one
+    `station`, whose name every row it writes records. A GUID is held by the station that has
+    an attempt open on it; slots, rejections, self-tests and the events to publish are the
+    station's own.
     """
+
+    @property
+    @abc.abstractmethod
+    def station(self) -> str:
+        """The station this store writes for ('' for a tool that only reads or maintains it)."""
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -84,10 +96,34 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def recover_interrupted(self) -> list[InterruptedGuid]:
-        """Mark every GUID left in progress by a previous run interrupted; returns them.
+        """Mark every GUID this station left in progress in a previous run interrupted (and any
+        left by a jigd older than schema 6); returns them.
 
         Each open attempt is closed with error code `interrupted` and journalled; the GUID
-        resumes, as its next attempt, when its hub is seen again.
+        resumes, as its next attempt, when its hub is seen again, on any station. GUIDs other
+        stations hold are not touched.
+        """
+
+    # --- the site -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def heartbeat(self, slots: str, *, host: str, pid: int, started_at: datetime) -> None:
+        """Record that this station's daemon (`host`, `pid`, started at `started_at`) is alive
+        now, with its slots as JSON text (shown by `jigctl status` on any station)."""
+
+    @abc.abstractmethod
+    async def stations(self) -> list[StationInfo]:
+        """Every station that has sent a heartbeat, by name."""
+
+    @abc.abstractmethod
+    async def release_station(self, station: str, *, quiet_for: timedelta) -> list[InterruptedGuid]:
+        """Let go of what a station that is gone for good holds: as its own restart would,
+        each GUID it left in progress becomes interrupted (its open attempt closed as
+        `interrupted`, journalled) and may be flashed by any station; its events not yet
+        published are handed to this station's publisher (their topics keep its name).
+
+        StationActiveError if `station` is this one, or was heard from (a heartbeat, or its
+        last attempt) less than `quiet_for` ago, or this store has no station.
         """
 
     # --- batches ------------------------------------------------------------------------------
@@ -148,8 +184,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def interrupted_in_slot(self, rig: int, slot: int) -> GuidState | None:
-        """The GUID of an open batch whose last attempt, in this rig and slot, was interrupted:
-        the hub jigd was flashing there when it stopped or lost the rig (latest first)."""
+        """The GUID of an open batch whose last attempt, in this station's rig and slot, was
+        interrupted: the hub jigd was flashing there when it stopped or lost the rig (latest
+        first)."""
 
     # --- attempts and results -----------------------------------------------------------------
 
@@ -169,8 +206,9 @@ class Store(abc.ABC):
         `model` and `from_version` are what the hub identified as; the first ones recorded for
         the GUID are kept, so after an interruption the batch still knows the firmware the hub
         arrived with. Refused for a GUID with an outcome (OutcomeAlreadyRecordedError), in a
-        closed batch (BatchClosedError) or with an attempt running in another slot
-        (GuidBusyError); an attempt left open in the same slot is closed as interrupted.
+        closed batch (BatchClosedError), with an attempt running in another slot of this
+        station (GuidBusyError) or open on another station (GuidBusyElsewhereError); an attempt
+        left open in the same slot is closed as interrupted.
         """
 
     @abc.abstractmethod
@@ -240,8 +278,13 @@ class Store(abc.ABC):
     # --- rejected hubs, alerts and the journal ------------------------------------------------
 
     @abc.abstractmethod
-    async def record_rejected(self, guid: Guid, rig: int, slot: int, reason: str) -> int:
-        """Record a hub no open batch lists (journal + alert event); returns its row id.
+    async def record_rejected(
+        self, guid: Guid, rig: int, slot: int, reason: str, *, detail: str | None = None
+    ) -> int:
+        """Record a hub this station refused (journal + alert event); returns its row id.
+
+        `reason` is a code: `not_in_batch` (no open batch lists it) or `busy_elsewhere`
+        (another station holds it); `detail`, if given, says more in the alert's message.
 
         InvalidRecordError for a rig/slot out of range or an empty reason.
         """
@@ -269,7 +312,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_rejected(self) -> list[RejectedHub]:
-        """Every rejected hub, oldest first."""
+        """Every hub this station rejected, oldest first."""
 
     @abc.abstractmethod
     async def journal(
@@ -290,8 +333,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def slot_services(self) -> list[SlotService]:
-        """Every slot ever taken out of service, as it is now (disabled or put back), by rig
-        and slot."""
+        """Every slot of this station ever taken out of service, as it is now (disabled or put
+        back), by rig and slot."""
 
     @abc.abstractmethod
     async def record_selftest(self, rig: int, checks: Sequence[SelftestCheck]) -> SelftestRun:
@@ -300,13 +343,21 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def last_selftests(self) -> list[SelftestRun]:
-        """The latest self-test of each rig that has had one, by rig."""
+        """The latest self-test of each of this station's rigs that has had one, by rig."""
 
     # --- outbox -------------------------------------------------------------------------------
 
     @abc.abstractmethod
     async def outbox_pending(self, limit: int = 100) -> list[OutboxMessage]:
-        """Up to `limit` undelivered events in commit order (InvalidRecordError if limit < 1)."""
+        """Up to `limit` undelivered events this station publishes, oldest first
+        (InvalidRecordError if limit < 1).
+
+        Each GUID's events and each batch's come in the order their writes committed (a GUID's
+        result before the summary that counts it, a batch's summaries as its counts grew).
+        Events of different batches whose writes committed at once may come in either order,
+        and on a backend whose writers commit in parallel (PostgreSQL) such an event may appear
+        after later ones were read: a reader marks what it published (`mark_published`)
+        rather than keeping its place."""
 
     @abc.abstractmethod
     async def mark_published(self, ids: Iterable[int]) -> int:
@@ -314,7 +365,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def outbox_depth(self) -> int:
-        """How many events wait to be delivered."""
+        """How many events wait for this station to deliver them."""
 
     # --- retention, backup and checks ---------------------------------------------------------
 

@@ -13,13 +13,16 @@ __all__ = [
     "BackupError",
     "BatchBusyError",
     "BatchClosedError",
+    "GuidBusyElsewhereError",
     "GuidBusyError",
     "GuidInOpenBatchError",
     "InvalidRecordError",
     "OutcomeAlreadyRecordedError",
     "SchemaVersionError",
+    "StationActiveError",
     "StoreClosedError",
     "StoreError",
+    "StoreUnavailableError",
     "StoreUrlError",
     "UnknownAttemptError",
     "UnknownBatchError",
@@ -29,6 +32,16 @@ __all__ = [
 
 class StoreError(Exception):
     """Base of every store error: the database failed, or a request breaks the books."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached (connection refused or lost, no connection free in time,
+    the server shutting down): nothing is wrong with what was asked, and the same call may be
+    made again once the store is back (the daemon does, docs/architecture.md, "Store").
+
+    A write whose connection was lost while it committed may or may not have committed: as
+    for a cancelled call, re-reading tells.
+    """
 
 
 class BackupError(StoreError):
@@ -115,6 +128,28 @@ class GuidBusyError(StoreError):
             f"GUID {guid} of batch {batch_id} is already being flashed in rig {rig} slot {slot}; "
             "two hubs report the same GUID, set this one aside"
         )
+
+
+class GuidBusyElsewhereError(StoreError):
+    """Another station of the site holds the GUID: it has an attempt open on it
+    (`busy_elsewhere`, docs/architecture.md, "Site")."""
+
+    CODE = "busy_elsewhere"
+
+    def __init__(self, batch_id: str, guid: Guid, station: str) -> None:
+        self.batch_id = batch_id
+        self.guid = guid
+        self.station = station
+        super().__init__(
+            f"GUID {guid} of batch {batch_id} is being flashed by station {station}; leave this "
+            f"hub alone until {station} has finished it, or until {station} restarts or is "
+            "released (`jigctl station release`)"
+        )
+
+
+class StationActiveError(StoreError):
+    """`release_station` refused: the station is this one, or it was heard from too recently
+    to be taken for gone."""
 
 
 class UnknownAttemptError(StoreError, LookupError):

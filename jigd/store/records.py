@@ -14,7 +14,12 @@ from typing import Any
 from jigd.events import MAX_SLOT, AlertKind, GuidResult, format_utc, parse_utc
 from jigd.manifest import FILE_FIELD, ManifestError, ManifestProblem, ManifestRow
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
-from jigd.store.errors import GuidInOpenBatchError, InvalidRecordError, StoreError
+from jigd.store.errors import (
+    GuidBusyElsewhereError,
+    GuidInOpenBatchError,
+    InvalidRecordError,
+    StoreError,
+)
 from jigd.store.values import (
     INTERRUPTED_CODE,
     AttemptRecord,
@@ -26,6 +31,7 @@ from jigd.store.values import (
 )
 
 __all__ = [
+    "ADOPTED",
     "ATTEMPT_COLUMNS",
     "FINAL_STATE_COLUMNS",
     "OUTCOME_COLUMNS",
@@ -34,6 +40,7 @@ __all__ = [
     "batch_id_of",
     "books_problems",
     "check_alert",
+    "check_holder",
     "check_import",
     "check_selftest",
     "check_slot",
@@ -54,8 +61,17 @@ STATE_COLUMNS = """
     s.batch_id, s.guid, e.line, e.declared_model, e.declared_firmware, s.status, s.outcome,
     s.model, s.from_version, s.to_version, s.image_sha256, s.rig, s.slot, s.attempts,
     s.started_at, s.finished_at, s.failure_stage, s.failure_code, s.failure_detail,
-    s.last_link_errors, s.locked
+    s.last_link_errors, s.locked, s.station
 """
+# What a station adopts, on opening, from before schema 6 (docs/architecture.md, "Site"): the
+# rows that can still change, as (table, condition); both backends set their `station`.
+ADOPTED: tuple[tuple[str, str], ...] = (
+    ("attempts", "station = '' AND finished_at IS NULL"),
+    ("guid_states", "station IS NULL AND status IN ('in_progress', 'interrupted')"),
+    ("rejected_hubs", "station = ''"),
+    ("slot_service", "station = ''"),
+    ("selftests", "station = ''"),
+)
 STATE_FROM = "guid_states s JOIN expected_guids e USING (batch_id, guid)"
 ATTEMPT_COLUMNS = (
     "attempt, rig, slot, started_at, finished_at, stage_reached, error_code, error_detail"
@@ -111,6 +127,7 @@ def to_state(row: Sequence[Any]) -> GuidState:
         failure_detail,
         last_link_errors,
         locked,
+        station,
     ) = row
     return GuidState(
         batch_id=batch_id,
@@ -136,6 +153,7 @@ def to_state(row: Sequence[Any]) -> GuidState:
         failure_detail=failure_detail,
         last_link_errors=tuple(json.loads(last_link_errors)),
         locked=None if locked is None else bool(locked),
+        station=station,
     )
 
 
@@ -331,11 +349,17 @@ def books_problems(
     return problems
 
 
+def check_holder(state: GuidState, station: str) -> None:
+    """GuidBusyElsewhereError if another station holds the GUID (it is in progress there)."""
+    if state.status is GuidStatus.IN_PROGRESS and state.station not in (None, "", station):
+        raise GuidBusyElsewhereError(state.batch_id, state.guid, state.station)
+
+
 def oldest_open_batch(
     guid: Guid, rows: Sequence[Sequence[Any]], logger: logging.Logger
 ) -> BatchRef | None:
     """Store.find_open_batch from its rows (batch, booking, party, line, declared model and
-    firmware, status, outcome), oldest batch first; a GUID in several is logged."""
+    firmware, status, outcome, station), oldest batch first; a GUID in several is logged."""
     if not rows:
         return None
     if len(rows) > 1:
@@ -345,7 +369,7 @@ def oldest_open_batch(
             len(rows),
             ", ".join(r[0] for r in rows),
         )
-    batch_id, booking, party, line, model, firmware, status, outcome = rows[0]
+    batch_id, booking, party, line, model, firmware, status, outcome, station = rows[0]
     return BatchRef(
         batch_id=batch_id,
         booking=booking,
@@ -356,6 +380,7 @@ def oldest_open_batch(
         declared_firmware_version=None if firmware is None else FirmwareVersion.parse(firmware),
         status=GuidStatus(status),
         outcome=None if outcome is None else Outcome(outcome),
+        station=station,
     )
 
 

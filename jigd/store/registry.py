@@ -32,16 +32,16 @@ __all__ = [
 class Backend:
     """How to open a store URL of one scheme, and how to resolve a relative location in one."""
 
-    open: Callable[[str, Clock], Awaitable[Store]]
+    open: Callable[[str, Clock, str], Awaitable[Store]]  # (url, clock, station)
     resolve: Callable[[str, Path], str]  # (url, base directory) -> url; checks the URL
 
 
-async def _open_sqlite(url: str, clock: Clock) -> Store:
-    return await sqlite.open_url(url, clock=clock)
+async def _open_sqlite(url: str, clock: Clock, station: str) -> Store:
+    return await sqlite.open_url(url, clock=clock, station=station)
 
 
-async def _open_postgres(url: str, clock: Clock) -> Store:
-    return await postgres.open_url(url, clock=clock)
+async def _open_postgres(url: str, clock: Clock, station: str) -> Store:
+    return await postgres.open_url(url, clock=clock, station=station)
 
 
 BACKENDS: dict[str, Backend] = {
@@ -79,6 +79,7 @@ def resolve_store_url(url: str, base: Path) -> str:
     return backend_for(url).resolve(url, base)
 
 
-async def open_store(url: str, *, clock: Clock = utc_now) -> Store:
-    """Open (creating and migrating as needed) the store the URL names."""
-    return await backend_for(url).open(url, clock)
+async def open_store(url: str, *, clock: Clock = utc_now, station: str = "") -> Store:
+    """Open (creating and migrating as needed) the store the URL names, for `station` (the
+    daemon's; '' for a tool that only reads or maintains the store)."""
+    return await backend_for(url).open(url, clock, station)

@@ -42,6 +42,7 @@ __all__ = [
     "SelftestRun",
     "SetAsideHub",
     "SlotService",
+    "StationInfo",
     "summary_event",
 ]
 
@@ -89,6 +90,9 @@ class BatchRef:
     declared_firmware_version: FirmwareVersion | None
     status: GuidStatus
     outcome: Outcome | None
+    # The station that began the GUID's last attempt (None: none yet, or before schema 6): while
+    # the GUID is in progress, the station that holds it (docs/architecture.md, "Site").
+    station: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,9 @@ class GuidState:
     failure_detail: str | None
     last_link_errors: tuple[str, ...]
     locked: bool | None = None  # a failed hub: left locked (True), maybe open (False), not known
+    # The station of its last attempt: the one holding it while in progress, the one that
+    # recorded its result once final (None: no attempt, or recorded before schema 6).
+    station: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +238,9 @@ class OutboxMessage:
     event_id: str
     created_at: datetime
     published_at: datetime | None
+    # The station that committed it: its topic is `<prefix>/<station>/...` ('' before schema 6:
+    # the publishing station's own).
+    station: str = ""
 
     def data(self) -> dict[str, Any]:
         """The payload as a JSON object."""
@@ -302,3 +312,16 @@ class SelftestRun:
     @property
     def failed(self) -> int:
         return sum(1 for c in self.checks if not c.passed)
+
+
+@dataclass(frozen=True, slots=True)
+class StationInfo:
+    """A station of the site as the store knows it: when its daemon started and was last heard
+    of, and its slots as it last reported them (JSON text, `jigctl status` site-wide)."""
+
+    station: str
+    host: str
+    pid: int
+    started_at: datetime
+    seen_at: datetime
+    slots: str

@@ -21,6 +21,7 @@ import pytest
 from jigd import control_api as api
 from jigd.ctl import ControlError
 from jigd.demo import DemoOptions, DemoRun, Paths
+from jigd.demo.workdir import STATION
 from jigd.model import Stage
 from jigd.store import GuidStatus
 from jigd.store.sqlite import SqliteStore
@@ -96,7 +97,7 @@ async def test_twenty_kills_two_rig_outages_three_sim_kills_under_harsh_faults(
     assert (kills, outages, sim_kills) == (KILLS, len(OUTAGES_AT), len(SIM_KILLS_AT))
     assert sim_kills_mid_upload >= 1
     no_hub_left_unbootable(workdir)
-    async with await SqliteStore.open(Paths(workdir).store) as store:
+    async with await SqliteStore.open(Paths(workdir).store, station=STATION) as store:
         (batch,) = await store.list_batches()
         states = await store.batch_results(batch.batch_id)
     assert batch.closed_at is not None

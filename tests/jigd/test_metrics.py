@@ -65,6 +65,7 @@ CONTRACT = {
     "jigd_slot_hubs_total",
     "jigd_slot_suspect",
     "jigd_rig_up",
+    "jigd_store_up",
     "jigd_batch_hubs",
     "jigd_mqtt_outbox_depth",
     "jigd_mqtt_connected",
@@ -511,8 +512,8 @@ async def test_empty_catalog_counts_zero_images(store: SqliteStore, tmp_path: Pa
 class WatchedStore(SqliteStore):
     """A real store that tells when `refresh_every` has read it twice: the loop went on."""
 
-    def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
-        super().__init__(path, clock)
+    def __init__(self, path: Path, clock: Callable[[], datetime], station: str = "") -> None:
+        super().__init__(path, clock, station)
         self.read_twice = asyncio.Event()
         self._reads = 0
 
@@ -580,7 +581,7 @@ async def test_promtool_check_metrics_accepts_the_exposition(exposition: str) ->
 async def test_promtool_check_rules_accepts_the_alert_rules() -> None:
     checked = await promtool("check", "rules", str(ALERTS))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert "SUCCESS: 7 rules found" in checked.stdout
 
 
 async def test_promtool_alert_unit_tests_pass() -> None:
@@ -593,7 +594,7 @@ async def test_alert_unit_tests_cover_every_alert() -> None:
     alerts = set(re.findall(r"^\s*- alert: (\w+)$", ALERTS.read_text("utf-8"), re.MULTILINE))
     tested = set(re.findall(r"alertname: (\w+)$", ALERTS_TEST.read_text("utf-8"), re.MULTILINE))
     assert alerts == tested
-    assert len(alerts) == 6
+    assert len(alerts) == 7
 
 
 async def test_alert_rules_and_their_tests_use_real_metric_names(exposition: str) -> None:

@@ -677,6 +677,10 @@ async def test_publisher_settings_are_checked_when_it_is_made(
         )
     publisher = MqttPublisher(config_for(1, client_id="cid"), STATION, store, password=None)
     assert (publisher.client_id, publisher.topic("alerts")) == ("cid", "jigd/v1/st1/alerts")
+    # An event another station of the site committed (handed over by `jigctl station release`)
+    # keeps that station's topic level.
+    assert publisher.topic("alerts", "st-9") == "jigd/v1/st-9/alerts"
+    assert publisher.topic("alerts", "st1") == publisher.topic("alerts", "") == "jigd/v1/st1/alerts"
     assert MqttPublisher(config_for(1), "st-2", store, password=None).client_id == "jigd-st-2"
 
 

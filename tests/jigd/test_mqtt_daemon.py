@@ -20,6 +20,7 @@ import pytest
 
 from jigd.config import MqttConfig
 from jigd.demo import DemoOptions, DemoRun, Paths, run_demo
+from jigd.demo.workdir import STATION
 from jigd.store.sqlite import SqliteStore
 from tests.jigd.mqtt_helpers import (
     PASSWORD,
@@ -111,7 +112,7 @@ class _Logistics:
 
 async def _outbox_order(workdir: Path) -> tuple[list[str], int]:
     """The outbox's event ids in commit order, and how many are still unpublished."""
-    async with await SqliteStore.open(Paths(workdir).store) as store:
+    async with await SqliteStore.open(Paths(workdir).store, station=STATION) as store:
         rows = await store._run(
             lambda: store._db.execute("SELECT event_id FROM outbox ORDER BY id").fetchall()
         )

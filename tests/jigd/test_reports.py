@@ -157,8 +157,10 @@ def check_closed_reports(out: Path, paths: list[Path], batch_id: str) -> None:
         "failure_stage": "",
         "failure_code": "",
         "device_model": "1086/57310102",  # as the hub reported it, like the MQTT result
+        "station": "",  # this test's store was opened for no station
     }
-    assert RESULTS_COLUMNS[-1] == "device_model"  # appended: the older columns keep places
+    # Appended: the older columns keep their places.
+    assert RESULTS_COLUMNS[-2:] == ("device_model", "station")
     assert by_guid[str(guid(4))]["outcome"] == "not_received"
     assert by_guid[str(guid(4))]["rig"] == ""
     assert by_guid[str(guid(4))]["device_model"] == ""  # never seen: not known

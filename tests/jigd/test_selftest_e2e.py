@@ -21,7 +21,7 @@ from jigd import control_api as api
 from jigd.ctl import ControlClient
 from jigd.demo import DemoOptions, DemoRun, Paths, run_demo
 from jigd.demo.process import daemon_process, sim_process, wait_for_daemon, wait_for_paths
-from jigd.demo.workdir import prepare
+from jigd.demo.workdir import STATION, prepare
 from jigd.store.sqlite import SqliteStore
 from tests.jigd.e2e_helpers import jigctl, metrics_text, results, wait_for_slot
 from tests.jigd.mqtt_helpers import Subscriber, config_for
@@ -176,7 +176,7 @@ async def test_selftest_passes_on_a_healthy_rig_and_disables_broken_parts(
 
 def _attempts_in(workdir: Path, rig: int, slot: int) -> list[Any]:
     async def read() -> list[Any]:
-        async with await SqliteStore.open(Paths(workdir).store) as store:
+        async with await SqliteStore.open(Paths(workdir).store, station=STATION) as store:
             found = []
             for batch in await store.list_batches():
                 for state in await store.batch_results(batch.batch_id):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from jigd.demo import DemoOptions, Paths
+from jigd.demo.workdir import STATION
 from jigd.store.sqlite import SqliteStore
 from tests.jigd.e2e_helpers import demo, results
 
@@ -45,7 +46,7 @@ async def test_hubs_loaded_before_the_import_are_set_aside_reinserted_and_flashe
     summary = json.loads((paths.reports / "summary.json").read_text("utf-8"))
     assert summary["set_aside"] == []
     assert sum(summary["counts"].values()) == summary["expected"]
-    async with await SqliteStore.open(paths.store) as store:
+    async with await SqliteStore.open(paths.store, station=STATION) as store:
         early = {str(r.guid) for r in await store.list_rejected()} & on_bench
         aside = [e for e in await store.journal() if e.kind == "set_aside"]
         alerts = [m.data() for m in await store.outbox_pending() if m.kind == "alert"]

@@ -23,6 +23,7 @@ import pytest
 
 from jigd.config import TimeoutConfig
 from jigd.demo import DemoOptions, DemoRun, Paths
+from jigd.demo.workdir import STATION
 from jigd.store import JournalEvent
 from jigd.store.sqlite import SqliteStore
 from tests.jigd.e2e_helpers import WAIT_S, demo, no_hub_left_unbootable, set_timeouts
@@ -129,7 +130,7 @@ async def test_sigterm_mid_batch_drains_exits_0_and_the_batch_completes(tmp_path
             assert "jigd stopping" in details, (guid, details)
             assert guid not in results
 
-    async with await SqliteStore.open(Paths(workdir).store) as store:
+    async with await SqliteStore.open(Paths(workdir).store, station=STATION) as store:
         events = await store.journal()
     cut = set().union(*(stop.uploading for stop in stops))
     resumed = {str(e.guid) for e in events if e.kind == "attempt_started" and e.data["resumed"]}
@@ -179,7 +180,7 @@ async def test_sigterm_past_the_bound_cuts_the_swap_and_the_hub_resumes(tmp_path
         and e.data.get("stage") in SWAPPING
     }
     assert cut_swaps, "no hub was cut during its swap"
-    async with await SqliteStore.open(Paths(workdir).store) as store:
+    async with await SqliteStore.open(Paths(workdir).store, station=STATION) as store:
         events = await store.journal()
     outcomes = {str(e.guid): e.data.get("outcome") for e in events if e.kind == "result"}
     assert all(outcomes.get(guid) == "reflashed" for guid in cut_swaps), outcomes

@@ -16,8 +16,8 @@ from jigd.events import SlotWait
 from jigd.model import DeviceModel, FirmwareVersion, Guid, LedColour, Outcome, SlotState, Stage
 from jigd.reports import FAULT_ANALYSIS_FILE as FAULTS
 from jigd.reports import render_reports
-from jigd.store import GuidStatus
-from jigd.store.sqlite import SqliteStore
+from jigd.store import GuidStatus, open_store
+from jigd.store.sqlite import SqliteStore, sqlite_url
 from sim.faults import Faults
 from tests.jigd.slot_bench import NEW, TIMEOUTS, SlotBench, slot_bench
 
@@ -371,3 +371,29 @@ async def test_a_spent_guid_being_flashed_in_another_slot_is_refused_not_failed(
         assert "already being flashed in rig 1 slot 2" in bench.worker.status.detail
         state = await bench.store.guid_state(batch, guid)
         assert (state.status, state.attempts, state.outcome) == (GuidStatus.IN_PROGRESS, 4, None)
+
+
+async def test_a_hub_another_station_holds_is_refused_untouched(tmp_path: Path) -> None:
+    """On a site, the hub's GUID has an attempt open on station A: this station's slot refuses
+    it (`busy_elsewhere`, naming A, RED) and never unlocks or writes it."""
+    async with slot_bench(tmp_path) as bench:
+        batch = await bench.import_batch()
+        guid = bench.hub.spec.guid
+        async with await open_store(
+            sqlite_url(tmp_path / "state" / "jigd.sqlite3"), station="A"
+        ) as station_a:
+            await station_a.begin_attempt(batch, guid, 1, 1)
+        before = bench.hub.hub.truth()
+        bench.insert()
+        async with asyncio.timeout(30):
+            while bench.worker.status.state is not SlotState.REJECTED:  # noqa: ASYNC110 - a plain property
+                await asyncio.sleep(0.01)
+        status = bench.worker.status
+        assert status.detail.startswith("busy_elsewhere: ")
+        assert "being flashed by station A" in status.detail
+        assert bench.rig.leds[-1] is LedColour.RED
+        [rejected] = await bench.store.list_rejected()
+        assert (rejected.guid, rejected.reason) == (guid, "busy_elsewhere")
+        assert bench.hub.hub.truth() == before  # never unlocked, never written
+        state = await bench.store.guid_state(batch, guid)
+        assert (state.status, state.station, state.attempts) == (GuidStatus.IN_PROGRESS, "A", 1)

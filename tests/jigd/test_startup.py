@@ -22,6 +22,7 @@ import pytest
 from jigd.config import StationConfig
 from jigd.control import serve_control
 from jigd.demo import DemoOptions, DemoRun, Paths
+from jigd.demo.workdir import STATION
 from jigd.startup import StartupError, StationLockedError, lock_path, station_lock
 from jigd.station import Station, slot_drivers
 from jigd.store.sqlite import SqliteStore
@@ -249,7 +250,7 @@ async def test_a_second_daemon_on_the_same_config_exits_2_and_leaves_the_first_a
     assert seen["socket_after"] is True
     assert seen["first_alive"] is True
     assert code == 0, "\n".join(lines[-40:])  # the books balance: every hub has its result
-    async with await SqliteStore.open(Paths(workdir).store) as store:
+    async with await SqliteStore.open(Paths(workdir).store, station=STATION) as store:
         events = await store.journal()
     assert [e for e in events if e.kind == "interrupted"] == []
     results = {str(e.guid): e.data.get("outcome") for e in events if e.kind == "result"}

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from jigd.demo import DemoOptions, DemoRun, Paths
+from jigd.demo.workdir import STATION
 from jigd.store.sqlite import SqliteStore
 from tests.jigd.e2e_helpers import demo as _demo
 from tests.jigd.e2e_helpers import no_hub_left_unbootable as _no_hub_left_unbootable
@@ -66,7 +67,7 @@ async def test_daemon_killed_five_times_resumes_and_balances(tmp_path: Path) -> 
     assert code == 0, "\n".join(lines[-60:])
     assert len(kills) == 5
     _no_hub_left_unbootable(workdir)
-    async with await SqliteStore.open(Paths(workdir).store) as store:
+    async with await SqliteStore.open(Paths(workdir).store, station=STATION) as store:
         events = await store.journal()
     resumed = [
         int(m.group(1))
@@ -113,7 +114,7 @@ async def test_rig_that_vanishes_and_returns_finishes_while_others_go_on(tmp_pat
     assert "2" in during, "rig 2 must keep finishing hubs while rig 1 is away"
     assert "1" not in during
     assert any(rig == "1" and at > window["back"] for rig, at in finished)
-    async with await SqliteStore.open(Paths(workdir).store) as store:
+    async with await SqliteStore.open(Paths(workdir).store, station=STATION) as store:
         events = await store.journal()
     assert any(e.kind == "interrupted" and e.rig == 1 for e in events)
     _no_hub_left_unbootable(workdir)

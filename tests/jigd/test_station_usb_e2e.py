@@ -15,6 +15,7 @@ import pytest
 
 from jigd.config import load_config
 from jigd.demo import DemoOptions, DemoRun, Paths
+from jigd.demo.workdir import STATION
 from jigd.store.sqlite import SqliteStore
 from sim.harness import plug_usb, unplug_usb
 from sim.serve import USB_SOCKET_FILE
@@ -98,7 +99,7 @@ async def test_usb_hub_unplugged_during_upload_resumes_and_is_reflashed(tmp_path
     row = next(r for r in e2e.results(workdir) if r["guid"] == pulled["guid"])
     assert (row["outcome"], row["rig"]) == ("reflashed", "2")
     assert int(row["attempts"]) == 2  # the pulled cable cost one attempt
-    async with await SqliteStore.open(Paths(workdir).store) as store:
+    async with await SqliteStore.open(Paths(workdir).store, station=STATION) as store:
         events = [e for e in await store.journal() if str(e.guid) == pulled["guid"]]
     failed = [(e.data["stage"], e.data["code"]) for e in events if e.kind == "attempt_failed"]
     assert failed == [("upload", "device_disconnected")]  # the typed link error, recorded

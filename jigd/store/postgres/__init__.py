@@ -27,6 +27,7 @@ from jigd.store.postgres.outbox import OutboxOperations
 from jigd.store.postgres.pool import MIGRATIONS
 from jigd.store.postgres.retention import RetentionOperations
 from jigd.store.postgres.service import ServiceOperations
+from jigd.store.postgres.site import SiteOperations
 from jigd.store.postgres.times import TimesOperations
 from jigd.store.postgres.urls import ALIASES, SCHEME, masked_url, resolve_url, server_of
 
@@ -48,6 +49,7 @@ class PostgresStore(
     TimesOperations,
     RetentionOperations,
     ServiceOperations,
+    SiteOperations,
     Store,
 ):
     """The station's store in a PostgreSQL database; create with
@@ -55,13 +57,18 @@ class PostgresStore(
 
     @classmethod
     async def open(
-        cls, url: str, *, clock: Clock = utc_now, migrations: Sequence[str] = MIGRATIONS
+        cls,
+        url: str,
+        *,
+        clock: Clock = utc_now,
+        station: str = "",
+        migrations: Sequence[str] = MIGRATIONS,
     ) -> PostgresStore:
         """Connect and migrate to the newest schema version; StoreUrlError for a URL that
         names no server or database, StoreError naming the server if it cannot be reached,
         SchemaVersionError if the database was written by a newer jigd."""
         server_of(url)
-        store = cls(url, clock)
+        store = cls(url, clock, station)
         try:
             await store._open(migrations)
         except BaseException:
@@ -70,6 +77,6 @@ class PostgresStore(
         return store
 
 
-async def open_url(url: str, *, clock: Clock = utc_now) -> PostgresStore:
-    """Open the store a `postgresql:` URL names."""
-    return await PostgresStore.open(url, clock=clock)
+async def open_url(url: str, *, clock: Clock = utc_now, station: str = "") -> PostgresStore:
+    """Open the store a `postgresql:` URL names, for `station`."""
+    return await PostgresStore.open(url, clock=clock, station=station)

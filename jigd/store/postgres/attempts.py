@@ -15,9 +15,21 @@ from jigd.events import GuidResult
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Stage
 from jigd.store import logs
 from jigd.store import records as rec
-from jigd.store.errors import GuidBusyError, OutcomeAlreadyRecordedError, UnknownAttemptError
+from jigd.store.errors import (
+    GuidBusyElsewhereError,
+    GuidBusyError,
+    OutcomeAlreadyRecordedError,
+    UnknownAttemptError,
+)
 from jigd.store.postgres import rows as db
-from jigd.store.postgres.pool import Conn, PostgresPool, completes, fetch_all, fetch_one, notifies
+from jigd.store.postgres.pool import (
+    Conn,
+    PostgresPool,
+    completes,
+    fetch_all,
+    fetch_one,
+    notifies,
+)
 from jigd.store.values import INTERRUPTED_CODE, AttemptRecord, GuidStatus, InterruptedGuid
 
 __all__ = ["AttemptOperations"]
@@ -30,32 +42,10 @@ class AttemptOperations(PostgresPool):
 
     @completes
     async def recover_interrupted(self) -> list[InterruptedGuid]:
-        now = self._now()
         async with self._write() as conn:
-            rows = await fetch_all(
-                conn,
-                "UPDATE guid_states SET status = 'interrupted', updated_at = %s "
-                "WHERE status = 'in_progress' RETURNING batch_id, guid, rig, slot",
-                (now,),
+            found = await recover(
+                conn, self._now(), self.station, "jigd stopped during this attempt"
             )
-            found = []
-            for batch_id, guid_text, rig, slot in sorted(rows):
-                guid = Guid.parse(guid_text)
-                await conn.execute(
-                    "UPDATE attempts SET finished_at = %s, error_code = %s, error_detail = %s "
-                    "WHERE batch_id = %s AND guid = %s AND finished_at IS NULL",
-                    (
-                        now,
-                        INTERRUPTED_CODE,
-                        "jigd stopped during this attempt",
-                        batch_id,
-                        guid_text,
-                    ),
-                )
-                await db.journal(
-                    conn, now, "interrupted", batch_id=batch_id, guid=guid, rig=rig, slot=slot
-                )
-                found.append(InterruptedGuid(batch_id, guid))
         logs.recovered(_LOGGER, found)
         return found
 
@@ -80,6 +70,8 @@ class AttemptOperations(PostgresPool):
             resumed = state.status is GuidStatus.INTERRUPTED
             running = await _open_attempt(conn, batch_id, guid)
             if running is not None:
+                if running[3] != self.station:
+                    raise GuidBusyElsewhereError(batch_id, guid, running[3])
                 if (running[1], running[2]) != (rig, slot):
                     raise GuidBusyError(batch_id, guid, running[1], running[2])
                 # The same slot begins again, so its previous attempt is over: it was cut off
@@ -88,13 +80,14 @@ class AttemptOperations(PostgresPool):
                 resumed = True
             attempt = state.attempts + 1
             await conn.execute(
-                "INSERT INTO attempts (batch_id, guid, attempt, rig, slot, started_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
+                "INSERT INTO attempts (batch_id, guid, attempt, rig, slot, started_at, station) "
+                "VALUES (%s, %s, %s, %s, %s, %s, current_setting('jigd.station'))",
                 (batch_id, str(guid), attempt, rig, slot, now),
             )
             await conn.execute(
                 "UPDATE guid_states SET status = 'in_progress', attempts = %s, rig = %s, "
-                "slot = %s, started_at = COALESCE(started_at, %s), updated_at = %s, "
+                "station = current_setting('jigd.station'), slot = %s, "
+                "started_at = COALESCE(started_at, %s), updated_at = %s, "
                 "model = COALESCE(model, %s), from_version = COALESCE(from_version, %s) "
                 "WHERE batch_id = %s AND guid = %s",
                 (
@@ -207,7 +200,7 @@ class AttemptOperations(PostgresPool):
                 return None
             running = await _open_attempt(conn, batch_id, guid)
             closed = None
-            if running is not None and (running[1], running[2]) == (rig, slot):
+            if running is not None and running[1:] == (rig, slot, self.station):
                 closed = running[0]
                 await _close_attempt(
                     conn, now, (batch_id, guid, closed), stage, (INTERRUPTED_CODE, reason)
@@ -238,26 +231,51 @@ class AttemptOperations(PostgresPool):
             state = await db.state_row(conn, result.batch_id, result.guid, db.FOR_UPDATE)
             if state.outcome is not None:
                 raise OutcomeAlreadyRecordedError(result.batch_id, result.guid, state.outcome)
+            rec.check_holder(state, self.station)
             await db.open_batch_info(conn, result.batch_id)
             await db.write_result(conn, result, now, summary=True)
         logs.recorded(_LOGGER, result)
 
 
-async def _open_attempt(conn: Conn, batch_id: str, guid: Guid) -> tuple[int, int, int] | None:
+async def recover(conn: Conn, now: str, station: str, detail: str) -> list[InterruptedGuid]:
+    """Every GUID `station` holds (in progress, or left so by a jigd older than schema 6)
+    becomes interrupted, its open attempt closed with `detail`, journalled; returns them."""
+    rows = await fetch_all(
+        conn,
+        "UPDATE guid_states SET status = 'interrupted', updated_at = %s "
+        "WHERE status = 'in_progress' AND COALESCE(station, '') IN (%s, '') "
+        "RETURNING batch_id, guid, rig, slot",
+        (now, station),
+    )
+    found = []
+    for batch_id, guid_text, rig, slot in sorted(rows):
+        guid = Guid.parse(guid_text)
+        await conn.execute(
+            "UPDATE attempts SET finished_at = %s, error_code = %s, error_detail = %s "
+            "WHERE batch_id = %s AND guid = %s AND finished_at IS NULL",
+            (now, INTERRUPTED_CODE, detail, batch_id, guid_text),
+        )
+        await db.journal(conn, now, "interrupted", batch_id=batch_id, guid=guid, rig=rig, slot=slot)
+        found.append(InterruptedGuid(batch_id, guid))
+    return found
+
+
+async def _open_attempt(conn: Conn, batch_id: str, guid: Guid) -> tuple[int, int, int, str] | None:
+    """The GUID's open attempt, if any: its number, rig, slot and station."""
     row = await fetch_one(
         conn,
-        "SELECT attempt, rig, slot FROM attempts "
+        "SELECT attempt, rig, slot, station FROM attempts "
         "WHERE batch_id = %s AND guid = %s AND finished_at IS NULL "
         "ORDER BY attempt DESC LIMIT 1",
         (batch_id, str(guid)),
     )
-    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]), str(row[3]))
 
 
 async def _close_cut_off_attempt(
-    conn: Conn, now: str, batch_id: str, guid: Guid, running: tuple[int, int, int]
+    conn: Conn, now: str, batch_id: str, guid: Guid, running: tuple[int, int, int, str]
 ) -> None:
-    attempt, rig, slot = running
+    attempt, rig, slot, _ = running
     detail = "cut off before it was closed; the slot began a new attempt"
     await conn.execute(
         "UPDATE attempts SET finished_at = %s, error_code = %s, error_detail = %s "
@@ -317,7 +335,8 @@ async def _mark_interrupted(
     rig, slot = where
     cursor = await conn.execute(
         "UPDATE guid_states SET status = 'interrupted', updated_at = %s "
-        "WHERE batch_id = %s AND guid = %s AND status = 'in_progress' AND rig = %s AND slot = %s",
+        "WHERE batch_id = %s AND guid = %s AND status = 'in_progress' AND rig = %s AND slot = %s "
+        "AND station = current_setting('jigd.station')",
         (now, batch_id, str(guid), rig, slot),
     )
     if attempt is None and not cursor.rowcount:

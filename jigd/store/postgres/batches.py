@@ -19,7 +19,14 @@ from jigd.store import logs
 from jigd.store import records as rec
 from jigd.store.errors import BatchBusyError
 from jigd.store.postgres import rows as db
-from jigd.store.postgres.pool import Conn, PostgresPool, completes, fetch_all, fetch_one, notifies
+from jigd.store.postgres.pool import (
+    Conn,
+    PostgresPool,
+    completes,
+    fetch_all,
+    fetch_one,
+    notifies,
+)
 from jigd.store.values import BatchInfo, BatchRef, GuidState, SetAsideHub
 
 __all__ = ["BatchOperations"]
@@ -100,8 +107,9 @@ class BatchOperations(PostgresPool):
             )
             async with conn.cursor() as cursor:
                 await cursor.executemany(
-                    "INSERT INTO events (ts, kind, batch_id, guid, data) "
-                    "VALUES (%s, 'not_received', %s, %s, '{}')",
+                    "INSERT INTO events (ts, kind, batch_id, guid, data, station) "
+                    "VALUES (%s, 'not_received', %s, %s, '{}', "
+                    "NULLIF(current_setting('jigd.station'), ''))",
                     [(now, batch_id, guid) for (guid,) in sorted(missing)],
                 )
             await conn.execute(
@@ -125,7 +133,8 @@ class BatchOperations(PostgresPool):
             rows = await fetch_all(
                 conn,
                 "SELECT b.id, b.booking, b.party, e.line, e.declared_model, e.declared_firmware, "
-                "s.status, s.outcome FROM expected_guids e JOIN batches b ON b.id = e.batch_id "
+                "s.status, s.outcome, s.station "
+                "FROM expected_guids e JOIN batches b ON b.id = e.batch_id "
                 "JOIN guid_states s USING (batch_id, guid) "
                 "WHERE e.guid = %s AND b.status = 'open' ORDER BY b.seq",
                 (str(guid),),
@@ -138,7 +147,8 @@ class BatchOperations(PostgresPool):
                 conn,
                 "SELECT s.batch_id, s.guid FROM guid_states s JOIN batches b ON b.id = s.batch_id "
                 "WHERE b.status = 'open' AND s.status = 'interrupted' AND s.rig = %s "
-                "AND s.slot = %s ORDER BY s.updated_at DESC LIMIT 1",
+                "AND s.slot = %s AND s.station = current_setting('jigd.station') "
+                "ORDER BY s.updated_at DESC LIMIT 1",
                 (rig, slot),
             )
             if row is None:

@@ -22,7 +22,13 @@ from jigd.model import DeviceModel, Guid
 from jigd.store import records as rec
 from jigd.store.errors import InvalidRecordError, StoreError
 from jigd.store.postgres import rows as db
-from jigd.store.postgres.pool import PostgresPool, completes, fetch_all, fetch_one, notifies
+from jigd.store.postgres.pool import (
+    PostgresPool,
+    completes,
+    fetch_all,
+    fetch_one,
+    notifies,
+)
 from jigd.store.values import JournalEvent, OutboxMessage, RejectedHub
 
 __all__ = ["OutboxOperations"]
@@ -35,7 +41,9 @@ class OutboxOperations(PostgresPool):
 
     @notifies
     @completes
-    async def record_rejected(self, guid: Guid, rig: int, slot: int, reason: str) -> int:
+    async def record_rejected(
+        self, guid: Guid, rig: int, slot: int, reason: str, *, detail: str | None = None
+    ) -> int:
         rec.check_slot(rig, slot)
         if not reason.strip():
             raise InvalidRecordError(f"rig {rig} slot {slot} GUID {guid}: rejection needs a reason")
@@ -45,14 +53,16 @@ class OutboxOperations(PostgresPool):
         async with self._write(queues=True) as conn:
             row = await fetch_one(
                 conn,
-                "INSERT INTO rejected_hubs (guid, rig, slot, reason, ts) "
-                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                "INSERT INTO rejected_hubs (guid, rig, slot, reason, ts, station) "
+                "VALUES (%s, %s, %s, %s, %s, current_setting('jigd.station')) RETURNING id",
                 (str(guid), rig, slot, why, now),
             )
             if row is None:  # never after a successful INSERT ... RETURNING
                 raise StoreError(f"{self.where}: no row id for the rejected hub {guid}")
             await db.journal(conn, now, "rejected", guid=guid, rig=rig, slot=slot, reason=why)
-            await db.enqueue(conn, rejected_alert_event(guid, rig, slot, why, now=now_dt), now)
+            await db.enqueue(
+                conn, rejected_alert_event(guid, rig, slot, why, now=now_dt, detail=detail), now
+            )
         _LOGGER.warning("rig %d slot %d GUID %s: rejected (%s)", rig, slot, guid, reason)
         return int(row[0])
 
@@ -103,7 +113,9 @@ class OutboxOperations(PostgresPool):
     async def list_rejected(self) -> list[RejectedHub]:
         async with self._read() as conn:
             rows = await fetch_all(
-                conn, "SELECT id, guid, rig, slot, reason, ts FROM rejected_hubs ORDER BY id"
+                conn,
+                "SELECT id, guid, rig, slot, reason, ts FROM rejected_hubs "
+                "WHERE station = current_setting('jigd.station') ORDER BY id",
             )
         return [
             RejectedHub(id=i, guid=Guid.parse(g), rig=r, slot=s, reason=why, ts=parse_utc(ts))
@@ -141,8 +153,9 @@ class OutboxOperations(PostgresPool):
         async with self._read() as conn:
             rows = await fetch_all(
                 conn,
-                "SELECT id, kind, payload, event_id, created_at, published_at "
-                "FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT %s",
+                "SELECT id, kind, payload, event_id, created_at, published_at, station "
+                "FROM outbox WHERE published_at IS NULL "
+                "AND publisher = current_setting('jigd.station') ORDER BY id LIMIT %s",
                 (limit,),
             )
         return [
@@ -153,8 +166,9 @@ class OutboxOperations(PostgresPool):
                 event_id=event_id,
                 created_at=parse_utc(created),
                 published_at=rec.opt_time(published),
+                station=station,
             )
-            for i, kind, payload, event_id, created, published in rows
+            for i, kind, payload, event_id, created, published, station in rows
         ]
 
     @completes
@@ -171,5 +185,9 @@ class OutboxOperations(PostgresPool):
 
     async def outbox_depth(self) -> int:
         async with self._read() as conn:
-            row = await fetch_one(conn, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+            row = await fetch_one(
+                conn,
+                "SELECT COUNT(*) FROM outbox "
+                "WHERE published_at IS NULL AND publisher = current_setting('jigd.station')",
+            )
         return 0 if row is None else int(row[0])

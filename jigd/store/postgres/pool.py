@@ -7,10 +7,28 @@ serialising writers), `_read()` one REPEATABLE READ, READ ONLY snapshot. A commi
 the server has it on disk (the server's default `synchronous_commit=on`). A write whose caller
 is cancelled still finishes (`completes`), as a SQLite job does.
 
-The events a write queues take the transaction-level advisory lock OUTBOX_LOCK before anything
-else, so writers that queue events commit one at a time: outbox ids, given out under that lock,
-are then commit order, which the publisher relies on, even with several stations on one
-database.
+Outbox ids come from a sequence as rows are inserted, not as they commit: writers that queue
+events at once (several slots, several stations) commit in parallel, and their ids are not one
+commit order. What the outbox's readers rely on is the order of each GUID's events and of each
+batch's, and row locks give it. A write inserts a GUID's result only while it holds the GUID's
+state row `FOR UPDATE` (a result) or its batch's row `FOR UPDATE` (a close, which every result
+waits for: a result takes that row `FOR SHARE` first); it inserts a batch's summary only after
+changing the batch's batch_counts row (the triggers of schema 0005 lock it until the commit)
+or while holding the batch's row `FOR UPDATE`; and no other write sees a new batch before its
+import commits. So two writes that queue events of one GUID or one batch insert them in the
+order they commit; and since a write inserts its rows after what it read, an event derived from
+another write's committed rows (a summary counting another slot's result) gets a higher id than
+that write's. A row that commits after one with a higher id is published when it appears (the
+publisher marks rows published, it keeps no place), so nothing is skipped. Alerts, tied to no
+GUID state or batch, keep the order of each writer that awaits one before queueing the next (a
+station's alert queue); a slot's changes of service, the order of the slot_service row each
+upserts.
+
+A write that queues events runs in pipeline mode (`_write(queues=True)`): the statements whose
+results it does not read go to the server with the next one it reads, and its last ones with
+the COMMIT, so few round trips follow the moment it locks its batch's counts (a result: the
+commit's one). In pipeline mode a statement's rowcount is known only after a later fetch: such
+a write reads none.
 
 The schema is the numbered SQL files of jigd/store/sql/postgres (the same versions, with the
 same meaning, as jigd/store/sql/sqlite), each applied in one transaction with its row in
@@ -32,14 +50,19 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jigd.events import format_utc
 from jigd.store.contract import Clock
-from jigd.store.errors import SchemaVersionError, StoreClosedError, StoreError
+from jigd.store.errors import (
+    SchemaVersionError,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
+)
 from jigd.store.migrations import load_migrations
 from jigd.store.postgres.urls import masked_url, scrub
 
 __all__ = [
     "MIGRATIONS",
     "MIGRATION_LOCK",
-    "OUTBOX_LOCK",
+    "STATION_SQL",
     "Conn",
     "PostgresPool",
     "completes",
@@ -61,11 +84,29 @@ Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
 MIGRATIONS: tuple[str, ...] = load_migrations("sql/postgres")
 
 # Advisory lock keys (any bigint, the same in every jigd): "jigd" in ASCII, then a number.
+# (0x6A696764_00000002 was the outbox lock of earlier versions, which may still run on a site's
+# database during an upgrade: not to be reused.)
 MIGRATION_LOCK: Final = 0x6A696764_00000001
-OUTBOX_LOCK: Final = 0x6A696764_00000002
 
-POOL_SIZE: Final = 4  # a station's slots share these; a store call holds one briefly
+# The station a connection writes for (PostgresPool's `station`), set on each new connection:
+# every row a station writes names it with this expression (schema 6, docs/architecture.md,
+# "Site"). A session setting: a pooler in front of the server must keep sessions (pgbouncer's
+# session mode), as psycopg's prepared statements already need.
+STATION_SETTING: Final = "jigd.station"
+STATION_SQL: Final = f"current_setting('{STATION_SETTING}')"
+
+# A station's slots share these; a store call holds one briefly (bench/README.md, "Site": 2 to 16
+# measured alike at the target rate).
+POOL_SIZE: Final = 4
 CONNECT_TIMEOUT_S: Final = 10
+# The pool's reconnection attempts after the server went away back off (1, 2, 4 ... s) and give
+# up after this long; the next store call starts them afresh. Kept short, so a server that is
+# back is found within seconds rather than after a backoff doubled all through a long outage.
+RECONNECT_GIVE_UP_S: Final = 5
+# SQLSTATE classes that say the server cannot serve now rather than that the request is wrong:
+# connection exception, insufficient resources, operator intervention (shutting down, starting).
+_UNAVAILABLE_CLASSES: Final = frozenset({"08", "53", "57"})
+_QUERY_CANCELED: Final = "57014"  # class 57, but a statement cancelled, not a server away
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -121,9 +162,10 @@ class PostgresPool:
     `where` names the database in messages: the URL with any password masked.
     """
 
-    def __init__(self, url: str, clock: Clock) -> None:
+    def __init__(self, url: str, clock: Clock, station: str = "") -> None:
         self._url = url  # holds the password, if any: never in a message or log
         self.where = masked_url(url)
+        self._station = station
         self._clock = clock
         self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url,
@@ -134,13 +176,19 @@ class PostgresPool:
             # from the pool, not found broken by the store call that takes it.
             check=AsyncConnectionPool.check_connection,
             timeout=CONNECT_TIMEOUT_S,  # a call waits this long for a server that is down
+            reconnect_timeout=RECONNECT_GIVE_UP_S,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            configure=self._configure,
             name="jigd-store",
         )
         self._opened = False
         self._closed = False
         self._running: set[asyncio.Future[Any]] = set()
         self._outbox_changed = asyncio.Event()
+
+    @property
+    def station(self) -> str:
+        return self._station
 
     @property
     def outbox_changed(self) -> asyncio.Event:
@@ -154,6 +202,10 @@ class PostgresPool:
             await asyncio.wait(set(self._running))
         if self._opened:
             await self._pool.close()
+
+    async def _configure(self, conn: Conn) -> None:
+        """A new pooled connection writes for this station."""
+        await conn.execute("SELECT set_config(%s, %s, false)", (STATION_SETTING, self.station))
 
     def _now(self) -> str:
         return format_utc(self._clock())
@@ -177,10 +229,17 @@ class PostgresPool:
                 await self._migrate(conn, migrations)
             self._opened = True  # from here on, close() closes the pool, even half open
             await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            if self.station:
+                async with self._write() as pooled:
+                    await self._adopt(pooled)
         except PoolTimeout as exc:  # before psycopg.Error, of which it is one
             raise StoreError(f"{self.where}: cannot open the connection pool: {exc}") from exc
         except psycopg.Error as exc:
             raise self._error("database error", exc) from exc
+
+    async def _adopt(self, conn: Conn) -> None:
+        """Take on, for this station, what the store holds from before it had stations
+        (jigd.store.postgres.site overrides this)."""
 
     async def _migrate(self, conn: Conn, migrations: Sequence[str]) -> None:
         """Apply the versions the database lacks, one transaction each, under MIGRATION_LOCK;
@@ -238,23 +297,31 @@ class PostgresPool:
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
         """A pooled connection; psycopg errors in the block become StoreError naming the
-        database."""
+        database: StoreUnavailableError when the server cannot be reached (`unavailable`)."""
         if self._closed or not self._opened:
             raise StoreClosedError(f"{self.where}: the store is closed")
         try:
             async with self._pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
+            if unavailable(exc):
+                reason = scrub(str(exc).strip(), self._url) or type(exc).__name__
+                raise StoreUnavailableError(
+                    f"{self.where}: the database is unreachable ({reason})"
+                ) from exc
             raise self._error("database error", exc) from exc
 
     @asynccontextmanager
     async def _write(self, *, queues: bool = False) -> AsyncIterator[Conn]:
         """One write transaction, rolled back if anything in it raises; `queues`: it will add
-        to the outbox, so it takes OUTBOX_LOCK first (see the module's docstring)."""
-        async with self._connection() as conn, conn.transaction():
-            if queues:
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
-            yield conn
+        to the outbox, so it runs in pipeline mode (see the module's docstring)."""
+        async with self._connection() as conn:
+            if not queues:
+                async with conn.transaction():
+                    yield conn
+                return
+            async with conn.pipeline(), conn.transaction():
+                yield conn
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Conn]:
@@ -266,6 +333,18 @@ class PostgresPool:
     async def schema_version(self) -> int:
         async with self._read() as conn:
             return await _version(conn)
+
+
+def unavailable(exc: psycopg.Error) -> bool:
+    """Whether `exc` says the server cannot be reached or cannot serve now (refused or lost
+    connection, no pooled connection in time, shutting down or starting, out of resources),
+    rather than that something in the request failed."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or (state[:2] in _UNAVAILABLE_CLASSES and state != _QUERY_CANCELED)
 
 
 async def _existing_version(conn: Conn) -> int:

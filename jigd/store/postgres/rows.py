@@ -4,22 +4,51 @@ states and results, read and written inside a transaction (jigd.store.postgres.p
 The same rows, and the same JSON text, as the SQLite backend's jigd.store.sqlite.rows writes:
 a store's values, journal and payloads do not depend on its backend. A `lock` argument is a
 row-locking clause (`FOR UPDATE`, `FOR SHARE`) for a write that must keep what it read.
+
+Outbox order (jigd.store.postgres.pool): a caller queues a GUID's event holding the GUID's
+state row or its batch's row, and a batch's summary after changing the batch's counts (or
+holding its row `FOR UPDATE`). A result reads its batch first and then sends everything
+that changes the batch's counts, up to the summary that counts it, without reading anything
+back (`write_result`, `enqueue_counted_summary`): in a pipelined write these statements go to
+the server with the COMMIT, so the batch's counts row, which every result and first attempt
+of the batch waits for, is held for that one round trip and the commit's flush.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from typing import Any, Final
 
 from jigd.events import BatchStatus, GuidResult, OutboxEvent, parse_utc, result_event
 from jigd.model import Guid, Outcome
 from jigd.store import records as rec
-from jigd.store.errors import BatchClosedError, UnknownBatchError, UnknownGuidError
+from jigd.store.errors import BatchClosedError, StoreError, UnknownBatchError, UnknownGuidError
 from jigd.store.postgres.pool import Conn, fetch_all, fetch_one
 from jigd.store.values import BatchInfo, GuidState, SetAsideHub, summary_event
 
 FOR_UPDATE: Final = "FOR UPDATE"
 FOR_SHARE: Final = "FOR SHARE"
+
+_COUNT_COLUMNS: Final = ", ".join(f"c.{o}" for o in Outcome)
+
+# A summary queued by enqueue_counted_summary: its payload is written with a stand-in number for
+# each count (`"pending":-4611686018427387906`), which the INSERT replaces with the count it
+# reads from batch_counts (`"pending":17`); nothing else in the text can match a stand-in, since
+# a `"` inside a JSON string is escaped.
+_STAND_INS: Final = {
+    name: -(2**62) - n
+    for n, name in enumerate(("expected", "received", "pending", *(str(o) for o in Outcome)))
+}
+_COUNTED_PAYLOAD: Final = functools.reduce(
+    lambda text, name: f"replace({text}, %s::text, %s::text || c.{name})", _STAND_INS, "%s::text"
+)
+_COUNTED_SUMMARY: Final = (
+    "INSERT INTO outbox (event_id, kind, payload, created_at, station, publisher) "  # noqa: S608 - constant SQL fragments
+    f"SELECT %s, %s, {_COUNTED_PAYLOAD}, %s, current_setting('jigd.station'), "
+    "current_setting('jigd.station') FROM batch_counts c WHERE c.batch_id = %s"
+)
 
 # The batch's GUIDs rejected as `not_in_batch` and never attempted since, each with its last
 # such rejection (DISTINCT ON keeps the first row of each GUID: the latest).
@@ -49,17 +78,19 @@ async def journal(
 ) -> None:
     """Append an event to the journal."""
     await conn.execute(
-        "INSERT INTO events (ts, kind, batch_id, guid, rig, slot, data) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        "INSERT INTO events (ts, kind, batch_id, guid, rig, slot, data, station) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, NULLIF(current_setting('jigd.station'), ''))",
         (now, kind, batch_id, rec.opt_str(guid), rig, slot, json.dumps(data, sort_keys=True)),
     )
 
 
 async def enqueue(conn: Conn, event: OutboxEvent, now: str) -> None:
-    """Queue an event in the outbox: its kind and its payload text, as delivered. The
-    transaction holds OUTBOX_LOCK (PostgresPool._write(queues=True))."""
+    """Queue an event in the outbox: its kind and its payload text, as delivered. Its id orders
+    it after the events of its GUID and batch already queued: the caller holds the row that
+    orders them (see the module's docstring)."""
     await conn.execute(
-        "INSERT INTO outbox (event_id, kind, payload, created_at) VALUES (%s, %s, %s, %s)",
+        "INSERT INTO outbox (event_id, kind, payload, created_at, station, publisher) "
+        "VALUES (%s, %s, %s, %s, current_setting('jigd.station'), current_setting('jigd.station'))",
         (event.event_id, str(event.KIND), event.to_json(), now),
     )
 
@@ -77,17 +108,19 @@ async def batch_row(conn: Conn, batch_id: str, lock: str = "") -> tuple[Any, ...
 
 
 async def batch_info(conn: Conn, batch_id: str, lock: str = "") -> BatchInfo:
-    """The batch with its counts, read from batch_counts (kept by triggers, schema 0005)."""
-    _, booking, party, source, status, created_at, closed_at = await batch_row(conn, batch_id, lock)
+    """The batch with its counts, read from batch_counts (kept by triggers, schema 0005), in
+    one query; `lock` locks the batch row only."""
     row = await fetch_one(
         conn,
-        f"SELECT expected, received, pending, {rec.OUTCOME_COLUMNS} FROM batch_counts "  # noqa: S608 - constant SQL fragment
-        "WHERE batch_id = %s",
+        "SELECT b.booking, b.party, b.source, b.status, b.created_at, b.closed_at, "  # noqa: S608 - constant SQL fragments, lock one of two constants
+        f"c.expected, c.received, c.pending, {_COUNT_COLUMNS} "
+        "FROM batches b JOIN batch_counts c ON c.batch_id = b.id "
+        f"WHERE b.id = %s {lock and f'{lock} OF b'}",
         (batch_id,),
     )
     if row is None:
         raise UnknownBatchError(batch_id)
-    expected, received, pending, *numbers = row
+    booking, party, source, status, created_at, closed_at, expected, received, pending = row[:9]
     return BatchInfo(
         batch_id=batch_id,
         booking=booking,
@@ -99,7 +132,7 @@ async def batch_info(conn: Conn, batch_id: str, lock: str = "") -> BatchInfo:
         expected=expected,
         received=received,
         pending=pending,
-        counts=dict(zip(Outcome, numbers, strict=True)),
+        counts=dict(zip(Outcome, row[9:], strict=True)),
     )
 
 
@@ -111,7 +144,8 @@ async def open_batch_info(conn: Conn, batch_id: str, lock: str = "") -> BatchInf
 
 
 async def state_row(conn: Conn, batch_id: str, guid: Guid, lock: str = "") -> GuidState:
-    await batch_row(conn, batch_id)
+    """The GUID's state; UnknownBatchError for a batch that does not exist, UnknownGuidError
+    for a GUID it does not list. One query when the GUID is there."""
     row = await fetch_one(
         conn,
         f"SELECT {rec.STATE_COLUMNS} FROM {rec.STATE_FROM} "  # noqa: S608 - constant SQL fragments
@@ -119,6 +153,7 @@ async def state_row(conn: Conn, batch_id: str, guid: Guid, lock: str = "") -> Gu
         (batch_id, str(guid)),
     )
     if row is None:
+        await batch_row(conn, batch_id)  # UnknownBatchError first, as the contract says
         raise UnknownGuidError(batch_id, guid)
     return rec.to_state(row)
 
@@ -161,21 +196,47 @@ async def enqueue_summary(conn: Conn, batch_id: str, now: str, *, with_guids: bo
     await enqueue(conn, summary_event(info, guids, now=parse_utc(now), set_aside=aside), now)
 
 
+async def enqueue_counted_summary(conn: Conn, info: BatchInfo, now: str) -> None:
+    """Queue the summary of the batch `info` read, with the counts batch_counts holds when the
+    row is inserted: the server fills them in (see _COUNTED_SUMMARY), so a transaction that has
+    just changed the counts needs no round trip between that change and its commit."""
+    stand_in = dataclasses.replace(
+        info,
+        expected=_STAND_INS["expected"],
+        received=_STAND_INS["received"],
+        pending=_STAND_INS["pending"],
+        counts={o: _STAND_INS[str(o)] for o in Outcome},
+    )
+    event = summary_event(stand_in, None, now=parse_utc(now))
+    template = event.to_json()
+    params: list[str] = [event.event_id, str(event.KIND), template]
+    for name, number in _STAND_INS.items():
+        token = f'"{name}":{number}'
+        if template.count(token) != 1:  # never: the keys are the payload's own
+            raise StoreError(f"the summary payload has no single {token!r}: {template}")
+        params += [token, f'"{name}":']
+    await conn.execute(_COUNTED_SUMMARY, (*params, now, info.batch_id))
+
+
 async def write_result(conn: Conn, result: GuidResult, now: str, *, summary: bool) -> None:
-    """The GUID's final state, its attempt closed, a journal entry and the result event (and
-    the batch's summary event when `summary`)."""
+    """The GUID's final state (its batch's counts change with it, schema 0005), its attempt
+    closed, a journal entry and the result event, and when `summary`, the batch's summary that
+    counts it. The batch is read first: nothing is read back after the state changes (see the
+    module's docstring)."""
     key = (result.batch_id, str(result.guid))
+    info = await batch_info(conn, result.batch_id) if summary else None
     state = rec.final_state(result)
     await conn.execute(
         "UPDATE guid_states SET status = 'final', updated_at = %s, "  # noqa: S608 - constant SQL fragments
+        "station = current_setting('jigd.station'), "
         f"({rec.FINAL_STATE_COLUMNS}) = ({placeholders(len(state))}) "
         "WHERE batch_id = %s AND guid = %s",
         (now, *state, *key),
     )
     attempt = rec.final_attempt(result)
     await conn.execute(
-        f"INSERT INTO attempts (batch_id, guid, {rec.ATTEMPT_COLUMNS}) "  # noqa: S608 - constant SQL fragments
-        f"VALUES ({placeholders(2 + len(attempt))}) "
+        f"INSERT INTO attempts (batch_id, guid, {rec.ATTEMPT_COLUMNS}, station) "  # noqa: S608 - constant SQL fragments
+        f"VALUES ({placeholders(2 + len(attempt))}, current_setting('jigd.station')) "
         "ON CONFLICT (batch_id, guid, attempt) DO UPDATE SET "
         "finished_at = COALESCE(attempts.finished_at, excluded.finished_at), "
         "stage_reached = excluded.stage_reached, error_code = excluded.error_code, "
@@ -185,5 +246,5 @@ async def write_result(conn: Conn, result: GuidResult, now: str, *, summary: boo
     event = result_event(result, now=parse_utc(now))
     await journal(conn, now, "result", **rec.result_journal(result, event.event_id))
     await enqueue(conn, event, now)
-    if summary:
-        await enqueue_summary(conn, result.batch_id, now, with_guids=False)
+    if info is not None:
+        await enqueue_counted_summary(conn, info, now)

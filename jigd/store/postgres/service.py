@@ -13,7 +13,13 @@ from jigd.events import AlertKind, alert_event, format_utc, parse_utc
 from jigd.store import records as rec
 from jigd.store.errors import InvalidRecordError, StoreError
 from jigd.store.postgres import rows as db
-from jigd.store.postgres.pool import PostgresPool, completes, fetch_all, fetch_one, notifies
+from jigd.store.postgres.pool import (
+    PostgresPool,
+    completes,
+    fetch_all,
+    fetch_one,
+    notifies,
+)
 from jigd.store.values import SelftestCheck, SelftestRun, SlotService
 
 __all__ = ["ServiceOperations"]
@@ -42,8 +48,10 @@ class ServiceOperations(PostgresPool):
         event = alert_event(kind, detail=detail, rig=rig, slot=slot, reason=why, now=now_dt)
         async with self._write(queues=True) as conn:
             await conn.execute(
-                "INSERT INTO slot_service (rig, slot, disabled, reason, changed_by, changed_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (rig, slot) DO UPDATE SET "
+                "INSERT INTO slot_service "
+                "(station, rig, slot, disabled, reason, changed_by, changed_at) "
+                "VALUES (current_setting('jigd.station'), %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (station, rig, slot) DO UPDATE SET "
                 "disabled = excluded.disabled, reason = excluded.reason, "
                 "changed_by = excluded.changed_by, changed_at = excluded.changed_at",
                 (rig, slot, disabled, why, who, now),
@@ -68,7 +76,7 @@ class ServiceOperations(PostgresPool):
             rows = await fetch_all(
                 conn,
                 "SELECT rig, slot, disabled, reason, changed_by, changed_at FROM slot_service "
-                "ORDER BY rig, slot",
+                "WHERE station = current_setting('jigd.station') ORDER BY rig, slot",
             )
         return [
             SlotService(r, s, bool(d), why, who, parse_utc(at)) for r, s, d, why, who, at in rows
@@ -81,7 +89,10 @@ class ServiceOperations(PostgresPool):
         now = format_utc(now_dt)
         async with self._write() as conn:
             row = await fetch_one(
-                conn, "INSERT INTO selftests (rig, ts) VALUES (%s, %s) RETURNING id", (rig, now)
+                conn,
+                "INSERT INTO selftests (rig, ts, station) "
+                "VALUES (%s, %s, current_setting('jigd.station')) RETURNING id",
+                (rig, now),
             )
             if row is None:  # never after a successful INSERT ... RETURNING
                 raise StoreError(f"{self.where}: no row id for rig {rig}'s self-test")
@@ -101,8 +112,8 @@ class ServiceOperations(PostgresPool):
         async with self._read() as conn:
             runs = await fetch_all(
                 conn,
-                "SELECT id, rig, ts FROM selftests WHERE id IN "
-                "(SELECT MAX(id) FROM selftests GROUP BY rig) ORDER BY rig",
+                "SELECT id, rig, ts FROM selftests WHERE id IN (SELECT MAX(id) FROM selftests "
+                "WHERE station = current_setting('jigd.station') GROUP BY rig) ORDER BY rig",
             )
             found = []
             for run_id, rig, ts in runs:

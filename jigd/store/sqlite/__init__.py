@@ -24,6 +24,7 @@ from jigd.store.sqlite.batches import BatchOperations
 from jigd.store.sqlite.outbox import OutboxOperations
 from jigd.store.sqlite.retention import RetentionOperations
 from jigd.store.sqlite.service import ServiceOperations
+from jigd.store.sqlite.site import SiteOperations
 from jigd.store.sqlite.times import TimesOperations
 from jigd.store.sqlite.worker import MIGRATIONS
 
@@ -49,17 +50,23 @@ class SqliteStore(
     TimesOperations,
     RetentionOperations,
     ServiceOperations,
+    SiteOperations,
     Store,
 ):
     """The station's store on one SQLite file; create with `await SqliteStore.open(path)`."""
 
     @classmethod
     async def open(
-        cls, path: Path, *, clock: Clock = utc_now, migrations: Sequence[str] = MIGRATIONS
+        cls,
+        path: Path,
+        *,
+        clock: Clock = utc_now,
+        station: str = "",
+        migrations: Sequence[str] = MIGRATIONS,
     ) -> SqliteStore:
         """Open (creating directories and file) and migrate to the newest schema version;
         SchemaVersionError if the file was written by a newer jigd."""
-        store = cls(path, clock)
+        store = cls(path, clock, station)
         try:
             await store._run(store._connect, migrations)
         except BaseException:
@@ -95,6 +102,6 @@ def resolve_url(url: str, base: Path) -> str:
     return url if path.is_absolute() else sqlite_url(base / path)
 
 
-async def open_url(url: str, *, clock: Clock = utc_now) -> SqliteStore:
-    """Open the store a `sqlite:` URL names."""
-    return await SqliteStore.open(sqlite_path(url), clock=clock)
+async def open_url(url: str, *, clock: Clock = utc_now, station: str = "") -> SqliteStore:
+    """Open the store a `sqlite:` URL names, for `station`."""
+    return await SqliteStore.open(sqlite_path(url), clock=clock, station=station)

@@ -14,7 +14,12 @@ from jigd.events import GuidResult
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Stage
 from jigd.store import logs
 from jigd.store import records as rec
-from jigd.store.errors import GuidBusyError, OutcomeAlreadyRecordedError, UnknownAttemptError
+from jigd.store.errors import (
+    GuidBusyElsewhereError,
+    GuidBusyError,
+    OutcomeAlreadyRecordedError,
+    UnknownAttemptError,
+)
 from jigd.store.sqlite import rows as db
 from jigd.store.sqlite.worker import SqliteWorker, notifies, on_worker
 from jigd.store.values import INTERRUPTED_CODE, AttemptRecord, GuidStatus, InterruptedGuid
@@ -29,31 +34,8 @@ class AttemptOperations(SqliteWorker):
 
     @on_worker
     def recover_interrupted(self) -> list[InterruptedGuid]:
-        now = self._now()
         with self._write() as conn:
-            rows = conn.execute(
-                "UPDATE guid_states SET status = 'interrupted', updated_at = ? "
-                "WHERE status = 'in_progress' RETURNING batch_id, guid, rig, slot",
-                (now,),
-            ).fetchall()
-            found = []
-            for batch_id, guid_text, rig, slot in sorted(rows):
-                guid = Guid.parse(guid_text)
-                conn.execute(
-                    "UPDATE attempts SET finished_at = ?, error_code = ?, error_detail = ? "
-                    "WHERE batch_id = ? AND guid = ? AND finished_at IS NULL",
-                    (
-                        now,
-                        INTERRUPTED_CODE,
-                        "jigd stopped during this attempt",
-                        batch_id,
-                        guid_text,
-                    ),
-                )
-                db.journal(
-                    conn, now, "interrupted", batch_id=batch_id, guid=guid, rig=rig, slot=slot
-                )
-                found.append(InterruptedGuid(batch_id, guid))
+            found = recover(conn, self._now(), self.station, "jigd stopped during this attempt")
         logs.recovered(_LOGGER, found)
         return found
 
@@ -78,6 +60,8 @@ class AttemptOperations(SqliteWorker):
             resumed = state.status is GuidStatus.INTERRUPTED
             running = _open_attempt(conn, batch_id, guid)
             if running is not None:
+                if running[3] != self.station:
+                    raise GuidBusyElsewhereError(batch_id, guid, running[3])
                 if (running[1], running[2]) != (rig, slot):
                     raise GuidBusyError(batch_id, guid, running[1], running[2])
                 # The same slot begins again, so its previous attempt is over: it was cut off
@@ -86,13 +70,13 @@ class AttemptOperations(SqliteWorker):
                 resumed = True
             attempt = state.attempts + 1
             conn.execute(
-                "INSERT INTO attempts (batch_id, guid, attempt, rig, slot, started_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO attempts (batch_id, guid, attempt, rig, slot, started_at, station) "
+                "VALUES (?, ?, ?, ?, ?, ?, jigd_station())",
                 (batch_id, str(guid), attempt, rig, slot, now),
             )
             conn.execute(
                 "UPDATE guid_states SET status = 'in_progress', attempts = ?, rig = ?, slot = ?, "
-                "started_at = COALESCE(started_at, ?), updated_at = ?, "
+                "station = jigd_station(), started_at = COALESCE(started_at, ?), updated_at = ?, "
                 "model = COALESCE(model, ?), from_version = COALESCE(from_version, ?) "
                 "WHERE batch_id = ? AND guid = ?",
                 (
@@ -202,7 +186,7 @@ class AttemptOperations(SqliteWorker):
                 return None
             running = _open_attempt(conn, batch_id, guid)
             closed = None
-            if running is not None and (running[1], running[2]) == (rig, slot):
+            if running is not None and running[1:] == (rig, slot, self.station):
                 closed = running[0]
                 _close_attempt(
                     conn, now, (batch_id, guid, closed), stage, (INTERRUPTED_CODE, reason)
@@ -232,21 +216,45 @@ class AttemptOperations(SqliteWorker):
             state = db.state_row(conn, result.batch_id, result.guid)
             if state.outcome is not None:
                 raise OutcomeAlreadyRecordedError(result.batch_id, result.guid, state.outcome)
+            rec.check_holder(state, self.station)
             db.open_batch_info(conn, result.batch_id)
             db.write_result(conn, result, now, summary=True)
         logs.recorded(_LOGGER, result)
 
 
+def recover(conn: sqlite3.Connection, now: str, station: str, detail: str) -> list[InterruptedGuid]:
+    """Every GUID `station` holds (in progress, or left so by a jigd older than schema 6)
+    becomes interrupted, its open attempt closed with `detail`, journalled; returns them."""
+    rows = conn.execute(
+        "UPDATE guid_states SET status = 'interrupted', updated_at = ? "
+        "WHERE status = 'in_progress' AND COALESCE(station, '') IN (?, '') "
+        "RETURNING batch_id, guid, rig, slot",
+        (now, station),
+    ).fetchall()
+    found = []
+    for batch_id, guid_text, rig, slot in sorted(rows):
+        guid = Guid.parse(guid_text)
+        conn.execute(
+            "UPDATE attempts SET finished_at = ?, error_code = ?, error_detail = ? "
+            "WHERE batch_id = ? AND guid = ? AND finished_at IS NULL",
+            (now, INTERRUPTED_CODE, detail, batch_id, guid_text),
+        )
+        db.journal(conn, now, "interrupted", batch_id=batch_id, guid=guid, rig=rig, slot=slot)
+        found.append(InterruptedGuid(batch_id, guid))
+    return found
+
+
 def _open_attempt(
     conn: sqlite3.Connection, batch_id: str, guid: Guid
-) -> tuple[int, int, int] | None:
+) -> tuple[int, int, int, str] | None:
+    """The GUID's open attempt, if any: its number, rig, slot and station."""
     row = conn.execute(
-        "SELECT attempt, rig, slot FROM attempts "
+        "SELECT attempt, rig, slot, station FROM attempts "
         "WHERE batch_id = ? AND guid = ? AND finished_at IS NULL "
         "ORDER BY attempt DESC LIMIT 1",
         (batch_id, str(guid)),
     ).fetchone()
-    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]), str(row[3]))
 
 
 def _close_cut_off_attempt(
@@ -254,9 +262,9 @@ def _close_cut_off_attempt(
     now: str,
     batch_id: str,
     guid: Guid,
-    running: tuple[int, int, int],
+    running: tuple[int, int, int, str],
 ) -> None:
-    attempt, rig, slot = running
+    attempt, rig, slot, _ = running
     detail = "cut off before it was closed; the slot began a new attempt"
     conn.execute(
         "UPDATE attempts SET finished_at = ?, error_code = ?, error_detail = ? "
@@ -315,7 +323,8 @@ def _mark_interrupted(
     rig, slot = where
     released = conn.execute(
         "UPDATE guid_states SET status = 'interrupted', updated_at = ? "
-        "WHERE batch_id = ? AND guid = ? AND status = 'in_progress' AND rig = ? AND slot = ?",
+        "WHERE batch_id = ? AND guid = ? AND status = 'in_progress' AND rig = ? AND slot = ? "
+        "AND station = jigd_station()",
         (now, batch_id, str(guid), rig, slot),
     ).rowcount
     if attempt is None and not released:

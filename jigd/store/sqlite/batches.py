@@ -156,8 +156,8 @@ class BatchOperations(SqliteWorker):
                 (now, batch_id),
             ).fetchall()
             conn.executemany(
-                "INSERT INTO events (ts, kind, batch_id, guid, data) "
-                "VALUES (?, 'not_received', ?, ?, '{}')",
+                "INSERT INTO events (ts, kind, batch_id, guid, data, station) "
+                "VALUES (?, 'not_received', ?, ?, '{}', NULLIF(jigd_station(), ''))",
                 [(now, batch_id, guid) for (guid,) in missing],
             )
             conn.execute(
@@ -199,7 +199,8 @@ class BatchOperations(SqliteWorker):
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT b.id, b.booking, b.party, e.line, e.declared_model, e.declared_firmware, "
-                "s.status, s.outcome FROM expected_guids e JOIN batches b ON b.id = e.batch_id "
+                "s.status, s.outcome, s.station "
+                "FROM expected_guids e JOIN batches b ON b.id = e.batch_id "
                 "JOIN guid_states s USING (batch_id, guid) "
                 "WHERE e.guid = ? AND b.status = 'open' ORDER BY b.seq",
                 (str(guid),),
@@ -212,6 +213,7 @@ class BatchOperations(SqliteWorker):
             row = conn.execute(
                 "SELECT s.batch_id, s.guid FROM guid_states s JOIN batches b ON b.id = s.batch_id "
                 "WHERE b.status = 'open' AND s.status = 'interrupted' AND s.rig = ? AND s.slot = ? "
+                "AND s.station = jigd_station() "
                 "ORDER BY s.updated_at DESC LIMIT 1",
                 (rig, slot),
             ).fetchone()

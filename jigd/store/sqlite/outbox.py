@@ -37,7 +37,9 @@ class OutboxOperations(SqliteWorker):
 
     @notifies
     @on_worker
-    def record_rejected(self, guid: Guid, rig: int, slot: int, reason: str) -> int:
+    def record_rejected(
+        self, guid: Guid, rig: int, slot: int, reason: str, *, detail: str | None = None
+    ) -> int:
         rec.check_slot(rig, slot)
         if not reason.strip():
             raise InvalidRecordError(f"rig {rig} slot {slot} GUID {guid}: rejection needs a reason")
@@ -46,14 +48,17 @@ class OutboxOperations(SqliteWorker):
         now = format_utc(now_dt)
         with self._write() as conn:
             cursor = conn.execute(
-                "INSERT INTO rejected_hubs (guid, rig, slot, reason, ts) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO rejected_hubs (guid, rig, slot, reason, ts, station) "
+                "VALUES (?, ?, ?, ?, ?, jigd_station())",
                 (str(guid), rig, slot, why, now),
             )
             row_id = cursor.lastrowid
             if row_id is None:  # never after a successful INSERT into a rowid table
                 raise StoreError(f"{self.path}: no row id for the rejected hub {guid}")
             db.journal(conn, now, "rejected", guid=guid, rig=rig, slot=slot, reason=why)
-            db.enqueue(conn, rejected_alert_event(guid, rig, slot, why, now=now_dt), now)
+            db.enqueue(
+                conn, rejected_alert_event(guid, rig, slot, why, now=now_dt, detail=detail), now
+            )
         _LOGGER.warning("rig %d slot %d GUID %s: rejected (%s)", rig, slot, guid, reason)
         return row_id
 
@@ -104,7 +109,8 @@ class OutboxOperations(SqliteWorker):
     @on_worker
     def list_rejected(self) -> list[RejectedHub]:
         rows = self._db.execute(
-            "SELECT id, guid, rig, slot, reason, ts FROM rejected_hubs ORDER BY id"
+            "SELECT id, guid, rig, slot, reason, ts FROM rejected_hubs "
+            "WHERE station = jigd_station() ORDER BY id"
         ).fetchall()
         return [
             RejectedHub(id=i, guid=Guid.parse(g), rig=r, slot=s, reason=why, ts=parse_utc(ts))
@@ -139,8 +145,8 @@ class OutboxOperations(SqliteWorker):
         if limit < 1:
             raise InvalidRecordError(f"outbox limit {limit} is less than 1")
         rows = self._db.execute(
-            "SELECT id, kind, payload, event_id, created_at, published_at "
-            "FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?",
+            "SELECT id, kind, payload, event_id, created_at, published_at, station FROM outbox "
+            "WHERE published_at IS NULL AND publisher = jigd_station() ORDER BY id LIMIT ?",
             (limit,),
         ).fetchall()
         return [
@@ -151,8 +157,9 @@ class OutboxOperations(SqliteWorker):
                 event_id=event_id,
                 created_at=parse_utc(created),
                 published_at=rec.opt_time(published),
+                station=station,
             )
-            for i, kind, payload, event_id, created, published in rows
+            for i, kind, payload, event_id, created, published, station in rows
         ]
 
     @on_worker
@@ -169,5 +176,7 @@ class OutboxOperations(SqliteWorker):
 
     @on_worker
     def outbox_depth(self) -> int:
-        row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetchone()
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL AND publisher = jigd_station()"
+        ).fetchone()
         return int(row[0])

@@ -50,8 +50,8 @@ def journal(
 ) -> None:
     """Append an event to the journal."""
     conn.execute(
-        "INSERT INTO events (ts, kind, batch_id, guid, rig, slot, data) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO events (ts, kind, batch_id, guid, rig, slot, data, station) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, NULLIF(jigd_station(), ''))",
         (now, kind, batch_id, opt_str(guid), rig, slot, json.dumps(data, sort_keys=True)),
     )
 
@@ -59,7 +59,8 @@ def journal(
 def enqueue(conn: sqlite3.Connection, event: OutboxEvent, now: str) -> None:
     """Queue an event in the outbox: its kind and its payload text, as delivered."""
     conn.execute(
-        "INSERT INTO outbox (event_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO outbox (event_id, kind, payload, created_at, station, publisher) "
+        "VALUES (?, ?, ?, ?, jigd_station(), jigd_station())",
         (event.event_id, str(event.KIND), event.to_json(), now),
     )
 
@@ -160,15 +161,15 @@ def write_result(conn: sqlite3.Connection, result: GuidResult, now: str, *, summ
     key = (result.batch_id, str(result.guid))
     state = rec.final_state(result)
     conn.execute(
-        "UPDATE guid_states SET status = 'final', updated_at = ?, "  # noqa: S608 - constant SQL fragments
+        "UPDATE guid_states SET status = 'final', updated_at = ?, station = jigd_station(), "  # noqa: S608 - constant SQL fragments
         f"({rec.FINAL_STATE_COLUMNS}) = ({placeholders(len(state))}) "
         "WHERE batch_id = ? AND guid = ?",
         (now, *state, *key),
     )
     attempt = rec.final_attempt(result)
     conn.execute(
-        f"INSERT INTO attempts (batch_id, guid, {rec.ATTEMPT_COLUMNS}) "  # noqa: S608 - constant SQL fragments
-        f"VALUES ({placeholders(2 + len(attempt))}) "
+        f"INSERT INTO attempts (batch_id, guid, {rec.ATTEMPT_COLUMNS}, station) "  # noqa: S608 - constant SQL fragments
+        f"VALUES ({placeholders(2 + len(attempt))}, jigd_station()) "
         "ON CONFLICT (batch_id, guid, attempt) DO UPDATE SET "
         "finished_at = COALESCE(attempts.finished_at, excluded.finished_at), "
         "stage_reached = excluded.stage_reached, error_code = excluded.error_code, "

@@ -42,8 +42,10 @@ class ServiceOperations(SqliteWorker):
         event = alert_event(kind, detail=detail, rig=rig, slot=slot, reason=why, now=now_dt)
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO slot_service (rig, slot, disabled, reason, changed_by, changed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rig, slot) DO UPDATE SET "
+                "INSERT INTO slot_service "
+                "(station, rig, slot, disabled, reason, changed_by, changed_at) "
+                "VALUES (jigd_station(), ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (station, rig, slot) DO UPDATE SET "
                 "disabled = excluded.disabled, reason = excluded.reason, "
                 "changed_by = excluded.changed_by, changed_at = excluded.changed_at",
                 (rig, slot, int(disabled), why, who, now),
@@ -67,7 +69,7 @@ class ServiceOperations(SqliteWorker):
     def slot_services(self) -> list[SlotService]:
         rows = self._db.execute(
             "SELECT rig, slot, disabled, reason, changed_by, changed_at FROM slot_service "
-            "ORDER BY rig, slot"
+            "WHERE station = jigd_station() ORDER BY rig, slot"
         ).fetchall()
         return [
             SlotService(r, s, bool(d), why, who, parse_utc(at)) for r, s, d, why, who, at in rows
@@ -79,7 +81,10 @@ class ServiceOperations(SqliteWorker):
         now_dt = self._clock()
         now = format_utc(now_dt)
         with self._write() as conn:
-            cursor = conn.execute("INSERT INTO selftests (rig, ts) VALUES (?, ?)", (rig, now))
+            cursor = conn.execute(
+                "INSERT INTO selftests (rig, ts, station) VALUES (?, ?, jigd_station())",
+                (rig, now),
+            )
             run_id = cursor.lastrowid
             if run_id is None:  # never after a successful INSERT into a rowid table
                 raise StoreError(f"{self.path}: no row id for rig {rig}'s self-test")
@@ -97,7 +102,8 @@ class ServiceOperations(SqliteWorker):
     def last_selftests(self) -> list[SelftestRun]:
         runs = self._db.execute(
             "SELECT id, rig, ts FROM selftests WHERE id IN "
-            "(SELECT MAX(id) FROM selftests GROUP BY rig) ORDER BY rig"
+            "(SELECT MAX(id) FROM selftests WHERE station = jigd_station() GROUP BY rig) "
+            "ORDER BY rig"
         ).fetchall()
         found = []
         for run_id, rig, ts in runs:

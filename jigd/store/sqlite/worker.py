@@ -8,6 +8,10 @@ one `BEGIN IMMEDIATE` transaction. A job whose caller is cancelled still finishe
 
 The schema is the numbered SQL files of jigd/store/sql/sqlite (`0001_initial.sql`, ...),
 applied in order, each in one transaction with its row in schema_migrations.
+
+The connection knows the station it writes for: the SQL function `jigd_station()`, defined on
+the connection only (not in the schema, so any SQLite tool still reads the file), gives its
+name to every row a station writes (schema 6, docs/architecture.md, "Site").
 """
 
 from __future__ import annotations
@@ -80,13 +84,18 @@ def notifies(
 class SqliteWorker:
     """One SQLite file and the thread that owns its connection; the base of SqliteStore."""
 
-    def __init__(self, path: Path, clock: Clock) -> None:
+    def __init__(self, path: Path, clock: Clock, station: str = "") -> None:
         self.path = path
         self._clock = clock
+        self._station = station
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jigd-store")
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._closed = False
         self._outbox_changed = asyncio.Event()
+
+    @property
+    def station(self) -> str:
+        return self._station
 
     @property
     def outbox_changed(self) -> asyncio.Event:
@@ -145,7 +154,16 @@ class SqliteWorker:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS:d}")
+        station = self._station
+        conn.create_function("jigd_station", 0, lambda: station, deterministic=True)
         self._migrate(conn, migrations)
+        if station:
+            with self._write() as written:
+                self._adopt(written)
+
+    def _adopt(self, conn: sqlite3.Connection) -> None:
+        """Take on, for this station, what the store holds from before it had stations
+        (jigd.store.sqlite.site overrides this)."""
 
     def _migrate(self, conn: sqlite3.Connection, migrations: Sequence[str]) -> None:
         conn.executescript(_BOOTSTRAP)

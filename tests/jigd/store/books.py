@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from jigd.events import GuidResult
+from jigd.events import EventKind, GuidResult
 from jigd.manifest import ManifestRow
 from jigd.model import DeviceModel, FirmwareVersion, Guid, Outcome, Stage
 from jigd.payloads import Route, event_route
@@ -75,6 +75,24 @@ async def flash(store: Store, batch_id: str, n: int, outcome: Outcome) -> None:
 def route(message: OutboxMessage) -> Route:
     """Where the MQTT publisher sends an outbox event: topic suffix, QoS, retain."""
     return event_route(message.kind, message.data())
+
+
+def counted_in_order(messages: list[OutboxMessage], batch_id: str) -> list[int]:
+    """The outcomes each summary of an open batch counts, in outbox order (by id), checked
+    against the order the batch's readers rely on: every GUID's result comes before a summary
+    that counts it, so no summary counts more outcomes than results came before it."""
+    counted: list[int] = []
+    results = 0
+    for message in sorted(messages, key=lambda m: m.id):
+        data = message.data()
+        if data.get("batch") != batch_id:
+            continue
+        if message.kind is EventKind.RESULT:
+            results += 1
+        elif message.kind is EventKind.SUMMARY:
+            counted.append(sum(data["counts"].values()))
+            assert counted[-1] <= results, f"summary {message.id} counts results queued after it"
+    return counted
 
 
 class SetClock:

@@ -3,6 +3,7 @@ one outcome per GUID, atomic and durable records, an ordered outbox of events.""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
@@ -30,6 +31,7 @@ from tests.jigd.store.books import (
     NEW,
     OLD,
     T0,
+    counted_in_order,
     flash,
     guid,
     result,
@@ -448,6 +450,20 @@ async def test_outbox_keeps_commit_order_and_stable_event_ids(store: Store, stor
         assert [(m.id, m.event_id, m.payload) for m in again] == [
             (m.id, m.event_id, m.payload) for m in messages[2:]
         ]
+
+
+async def test_results_recorded_at_once_keep_their_batchs_order(store: Store) -> None:
+    """Slots finishing together (a PostgreSQL store commits them in parallel): every result
+    commits, each before the summary that counts it, and the summaries count up one by one."""
+    slots = range(1, 9)
+    batch_id = await store.import_batch(rows(*slots), "WO", "P", "m.csv")
+    for n in slots:
+        await store.begin_attempt(batch_id, guid(n), 1, n)
+    await asyncio.gather(
+        *(store.record_result(result(batch_id, n, Outcome.REFLASHED, slot=n)) for n in slots)
+    )
+    assert counted_in_order(await store.outbox_pending(), batch_id) == list(range(9))
+    assert (await store.get_batch(batch_id)).counts[Outcome.REFLASHED] == 8
 
 
 async def test_record_rejected_is_outside_every_batch(store: Store) -> None:

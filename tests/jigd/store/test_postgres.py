@@ -1,7 +1,7 @@
 """The PostgreSQL backend: its URLs, migrations, several stores on one database, errors that
 name the server and never a password, and the same books as SQLite for the same operations.
 The behaviour every backend shares is tested in test_contract.py; these run against the
-throwaway cluster of tests/postgres.py."""
+throwaway cluster of jigd/demo/pgcluster.py (tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from jigd.events import AlertKind, EventKind, format_utc, rejected_alert_event
@@ -34,7 +35,17 @@ from jigd.store import (
 from jigd.store import sqlite as sqlite_backend
 from jigd.store.postgres import MIGRATIONS, PostgresStore, masked_url
 from jigd.store.postgres.urls import scrub
-from tests.jigd.store.books import T0, StepClock, books_of, flash, guid, result, rows
+from tests.jigd.store.books import (
+    T0,
+    StepClock,
+    books_of,
+    counted_in_order,
+    flash,
+    guid,
+    result,
+    rows,
+)
+from tests.jigd.store.old_schema import OLD_OUTCOMES, insert_old_batch_pg
 from tests.postgres import PostgresCluster
 from tests.services import free_port
 
@@ -158,6 +169,7 @@ async def test_a_new_database_is_migrated_to_the_version_sqlite_has(
         "selftest_checks",
         "selftests",
         "slot_service",
+        "stations",
     ]
 
 
@@ -169,7 +181,9 @@ async def test_a_database_newer_than_this_jigd_is_refused(pg_url: str) -> None:
         await open_store(newer)
     assert caught.value.found == len(MIGRATIONS) + 1
     assert caught.value.known == len(MIGRATIONS)
-    assert str(caught.value).startswith(f"{masked_url(newer)}: database schema version 6 is newer")
+    assert str(caught.value).startswith(
+        f"{masked_url(newer)}: database schema version {len(MIGRATIONS) + 1} is newer"
+    )
     assert PASSWORD not in str(caught.value)
 
 
@@ -296,6 +310,54 @@ async def test_a_result_from_one_store_is_in_the_others_outbox_in_commit_order(
         assert await b.check_books() == []
 
 
+async def _wait_for_lock_waiters(url: str, count: int) -> None:
+    """Until `count` sessions of the database wait for a lock."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as watcher:
+        async with asyncio.timeout(30):
+            while True:
+                cursor = await watcher.execute(
+                    "SELECT COUNT(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                row = await cursor.fetchone()
+                if row is not None and row[0] >= count:
+                    return
+                await asyncio.sleep(0.02)
+
+
+async def test_results_of_one_batch_from_two_stores_queue_its_summaries_in_count_order(
+    pg_url: str,
+) -> None:
+    """Eight results of one batch, from two stations, held at the batch's counts row until all
+    eight are under way, then let go together: whatever order they commit in, each summary in
+    the outbox counts one more result than the one before it, and every result comes before
+    the summary that counts it. (Queued before the counts row is locked, the summaries would
+    all count none.)"""
+    async with await PostgresStore.open(pg_url) as a, await PostgresStore.open(pg_url) as b:
+        batch_id = await a.import_batch(rows(*range(1, 9)), "WO-1", "P", "m.csv")
+        for n in range(1, 9):
+            await a.begin_attempt(batch_id, guid(n), 1, n)
+        holder = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+        async with holder, holder.transaction():
+            await holder.execute(
+                "SELECT 1 FROM batch_counts WHERE batch_id = %s FOR UPDATE", (batch_id,)
+            )
+            recording = [
+                asyncio.ensure_future(
+                    (a if n % 2 else b).record_result(
+                        result(batch_id, n, Outcome.REFLASHED, slot=n)
+                    )
+                )
+                for n in range(1, 9)
+            ]
+            await _wait_for_lock_waiters(pg_url, 8)  # all eight wait for the counts row
+        await asyncio.gather(*recording)
+        pending = await b.outbox_pending(limit=100)
+        assert counted_in_order(pending, batch_id) == list(range(9))
+        assert [m.kind for m in pending].count(EventKind.RESULT) == 8
+        assert await a.check_books() == []
+
+
 # --- the same books as SQLite ---------------------------------------------------------------------
 
 
@@ -414,6 +476,7 @@ RELEASED_MIGRATIONS = {
     3: "2b9b09d21d8026fb763484bbc047027e9d90019564d7ebe80a17daf7d7a8289f",
     4: "909c3532169d1fb6a53c29e561a115486933195c564bb0a9c6a662dead70f57a",
     5: "9e02c7e81a1e3be910ec99ed0038641f23bd2c08da5bd6c7945992774eacfbd2",
+    6: "eef970c4ef3e94bbb582bf6e56dd15061855058e1e78ec21d87a4c974c8d58ac",
 }
 
 
@@ -438,3 +501,23 @@ async def test_the_store_works_on_after_the_server_restarts(
             await asyncio.to_thread(postgres_cluster.start)
         opened._pool.timeout = 30.0  # the pool reconnects after a back-off of a few seconds
         assert (await opened.get_batch(batch_id)).expected == 1
+
+
+async def test_a_database_of_the_previous_version_is_migrated_with_its_books(
+    pg_url: str,
+) -> None:
+    async with await PostgresStore.open(pg_url, migrations=MIGRATIONS[:-1]) as old:
+        assert await old.schema_version() == len(MIGRATIONS) - 1
+    insert_old_batch_pg(pg_url, OLD_OUTCOMES)  # as the jigd of that version wrote them
+    async with await PostgresStore.open(pg_url, station="bench-1") as store:
+        assert await store.schema_version() == len(MIGRATIONS)
+        info = await store.get_batch("B000001")
+        assert (info.expected, info.received, info.pending) == (7, 4, 2)
+        states = await store.batch_results("B000001")
+        assert [s.outcome for s in states] == [
+            None if o is None else Outcome(o) for o in OLD_OUTCOMES
+        ]
+        assert {s.station for s in states} == {None}  # recorded before stations: none named
+        assert await store.check_books() == []
+        await flash(store, "B000001", 1, Outcome.REFLASHED)
+        assert (await store.guid_state("B000001", guid(1))).station == "bench-1"
