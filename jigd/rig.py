@@ -51,6 +51,8 @@ class RigSupervisor:
         self._served = False  # the current connection answered a health check
         self.disabled: set[int] = set()  # slots out of service: their LED shows it (RED)
         self._led_tasks: set[asyncio.Task[None]] = set()
+        # Events that came while the presence bitmap was read (None: not reading it).
+        self._held: list[RigEvent] | None = None
         self.workers = {s.slot: SlotWorker(self, s, deps) for s in config.slots}
 
     @property
@@ -112,6 +114,10 @@ class RigSupervisor:
 
     async def _connect_and_serve(self) -> None:
         self._lost.clear()
+        # A hub put in or pulled while the bitmap is read is told by an event that may be
+        # handled before the bitmap's answer is (both can come in one read): events are held
+        # until the bitmap is applied, then applied over it in order, so none is undone.
+        self._held = []
         controller = await RigController.open(
             self._config.controller,
             self._config.controller_baudrate,
@@ -127,8 +133,12 @@ class RigSupervisor:
             self._on_rig_state(self.rig, True)
             _LOGGER.info("rig %d: up, presence %s", self.rig, _bits(presence))
             for slot, worker in self.workers.items():
+                worker.rig_up(slot <= len(presence) and presence[slot - 1])
+            held, self._held = self._held or [], None
+            for event in held:
+                self._apply(event)
+            for slot in self.workers:
                 present = slot <= len(presence) and presence[slot - 1]
-                worker.rig_up(present)
                 if slot in self.disabled or not present:
                     await self._idle_led(controller, slot)
             while not self._lost.is_set():
@@ -140,6 +150,7 @@ class RigSupervisor:
                     self._served = True
             raise RigClosed(f"rig{self.rig}", "controller connection lost")
         finally:
+            self._held = None
             self._controller = None
             await controller.close()
 
@@ -153,6 +164,12 @@ class RigSupervisor:
             _LOGGER.warning("rig %d slot %d: LED %s not set: %s", self.rig, slot, colour, exc)
 
     def _event(self, event: RigEvent) -> None:
+        if self._held is not None:
+            self._held.append(event)
+            return
+        self._apply(event)
+
+    def _apply(self, event: RigEvent) -> None:
         worker = self.workers.get(event.slot)
         if worker is None:
             _LOGGER.warning("rig %d: event for unconfigured slot %d", self.rig, event.slot)
