@@ -35,7 +35,7 @@ async def test_worn_slot_is_suspected_before_it_fails_five_hubs(
     workdir = tmp_path / "demo"
     metrics_port = free_port()
     options = DemoOptions(
-        hubs=40,
+        hubs=48,
         rigs=1,
         slots=2,
         faults="worn-slot",
