@@ -52,6 +52,10 @@ async def _slots(run: DemoRun) -> list[dict[str, Any]]:
     return [slot for rig in status["rigs"] for slot in rig["slots"]]
 
 
+def _mid_upload(slot: dict[str, Any]) -> bool:
+    return bool(slot["stage"] == "upload" and 5 < slot["progress"] < 80)
+
+
 async def _moment(run: DemoRun, stages: frozenset[str], *, uploading: bool) -> list[dict[str, Any]]:
     """Busy slots at a moment when a hub is at one of `stages` (and another mid-upload)."""
     async with asyncio.timeout(WAIT_S):
@@ -59,8 +63,7 @@ async def _moment(run: DemoRun, stages: frozenset[str], *, uploading: bool) -> l
             slots = await _slots(run)
             busy = [s for s in slots if s["state"] == "busy" and s["guid"]]
             if any(s["stage"] in stages for s in busy) and (
-                not uploading
-                or any(s["stage"] == "upload" and 5 < s["progress"] < 95 for s in busy)
+                not uploading or any(_mid_upload(s) for s in busy)
             ):
                 return busy
             await asyncio.sleep(0.05)
@@ -72,7 +75,9 @@ async def _sigterm(
     """SIGTERM at a chosen moment; wait for the exit; read the store; start a new daemon."""
     busy = await _moment(run, stages, uploading=uploading)
     stop.finishing = {s["guid"] for s in busy if s["stage"] in ACTIVATION}
-    stop.uploading = {s["guid"] for s in busy if s["stage"] == "upload"}
+    # Hubs far from the end of their upload: one near it may finish the upload, and go on to
+    # its activation (let finish), between this reading and the SIGTERM.
+    stop.uploading = {s["guid"] for s in busy if _mid_upload(s)}
     proc = run.daemon.proc
     assert proc is not None
     started = time.monotonic()
