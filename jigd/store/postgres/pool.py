@@ -62,7 +62,6 @@ from jigd.store.postgres.urls import masked_url, scrub
 __all__ = [
     "MIGRATIONS",
     "MIGRATION_LOCK",
-    "STATION_SQL",
     "Conn",
     "PostgresPool",
     "completes",
@@ -89,11 +88,10 @@ MIGRATIONS: tuple[str, ...] = load_migrations("sql/postgres")
 MIGRATION_LOCK: Final = 0x6A696764_00000001
 
 # The station a connection writes for (PostgresPool's `station`), set on each new connection:
-# every row a station writes names it with this expression (schema 6, docs/architecture.md,
-# "Site"). A session setting: a pooler in front of the server must keep sessions (pgbouncer's
-# session mode), as psycopg's prepared statements already need.
+# every row a station writes names it with `current_setting('jigd.station')` (schema 6,
+# docs/architecture.md, "Site"). A session setting: a pooler in front of the server must keep
+# sessions (pgbouncer's session mode), as psycopg's prepared statements already need.
 STATION_SETTING: Final = "jigd.station"
-STATION_SQL: Final = f"current_setting('{STATION_SETTING}')"
 
 # A station's slots share these; a store call holds one briefly (bench/README.md, "Site": 2 to 16
 # measured alike at the target rate).
